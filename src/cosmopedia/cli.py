@@ -1,0 +1,83 @@
+"""Command line of the workflow: one subcommand per step, called by the Snakemake rules.
+
+Handlers import their modules lazily so that `cosmopedia --help` and light steps stay fast
+(datatrove and spaCy take a second or two to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+# subcommand -> (module, function, help); each module has `add_arguments(name, parser)`.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ingest": ("cosmopedia.ingest", "main", "Seed source file -> seed shard (Parquet, stable ids)"),
+    "prompts": ("cosmopedia.prompts", "main", "Seed shard -> prompts shard"),
+    "serve-dummy": ("cosmopedia.engines.dummy", "main", "Run the dummy TGI-protocol engine"),
+    "generate": ("cosmopedia.generate", "main", "Prompts shard -> generations (engine sidecar)"),
+    "clean": ("cosmopedia.clean", "main", "Generations -> cleaned rows + dropped rows"),
+    "minhash-signature": ("cosmopedia.minhash", "signature_main", "MinHash signatures of a shard"),
+    "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of one bucket"),
+    "minhash-cluster": ("cosmopedia.minhash", "cluster_main", "Clusters -> per-shard removals"),
+    "minhash-filter": ("cosmopedia.minhash", "filter_main", "Drop a shard's duplicates"),
+    "decontaminate": ("cosmopedia.decontam", "main", "Drop rows overlapping benchmark items"),
+    "dataset": ("cosmopedia.dataset", "main", "Final Cosmopedia-schema files + manifest"),
+}
+
+
+class CliError(Exception):
+    """An error whose message is the whole story for the user (no traceback needed)."""
+
+
+def load_settings(value: str) -> dict:
+    """`--settings` takes JSON, or @path to a JSON/YAML file (for running a step by hand)."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--settings is not valid JSON: {exc}") from exc
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosmopedia", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+    for name, (module_name, func_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_handler=(module_name, func_name))
+        # Only the chosen step's module is imported: steps stay quick to start.
+        if name in argv:
+            importlib.import_module(module_name).add_arguments(name, p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module_name, func_name = args._handler
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(handler(args) or 0)
+    except CliError as exc:
+        logging.getLogger("cosmopedia").error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

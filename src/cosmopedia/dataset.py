@@ -1,0 +1,171 @@
+"""Dataset: decontaminated shards -> Cosmopedia-schema Parquet files + manifest.json.
+
+One file per shard under data/<family>/ (one dataset config per seed family), the rows
+that every stage removed gathered in one table with their reason, a manifest with the
+sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
+plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
+give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from cosmopedia import __version__
+from cosmopedia.cli import load_settings
+from cosmopedia.io import read_json, read_parquet, sha256_file, write_json, write_parquet
+from cosmopedia.layout import DATASET_SHARD, global_path, shard_path
+
+log = logging.getLogger("cosmopedia.dataset")
+
+# Cosmopedia's columns first, then this project's documented extras.
+DATASET_COLUMNS = [
+    "prompt",
+    "text",
+    "text_token_length",
+    "seed_data",
+    "format",
+    "audience",
+    "id",
+    "source",
+    "seed",
+    "finish_reason",
+]
+COUNTED_STAGES = ["seeds", "prompts", "generations", "clean", "dedup", "decontam"]
+REMOVED_COLUMNS = {
+    "id": pl.String,
+    "source": pl.String,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+}
+
+
+def parquet_rows(path: str) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
+    """Every row a stage removed from this shard, with the stage and the reason."""
+    clean = read_parquet(shard_path(root, "clean_dropped", source, shard))
+    dedup = read_parquet(shard_path(root, "dedup_removed", source, shard))
+    report = read_parquet(shard_path(root, "decontam_report", source, shard))
+    decontam = report.filter(pl.col("removed"))
+    frames = [
+        clean.select(
+            "id",
+            "source",
+            pl.lit("clean").alias("stage"),
+            "reason",
+            pl.coalesce("error", pl.col("finish_reason")).alias("detail"),
+        ),
+        dedup.select(
+            "id",
+            "source",
+            pl.lit("dedup").alias("stage"),
+            "reason",
+            pl.lit(None, pl.String).alias("detail"),
+        ),
+        decontam.select(
+            "id",
+            pl.lit(source).alias("source"),
+            pl.lit("decontaminate").alias("stage"),
+            pl.lit("benchmark_overlap").alias("reason"),
+            pl.format(
+                "{} {} ratio={}", "task_name", "item_id", pl.col("ratio").round(4)
+            ).alias("detail"),
+        ),
+    ]
+    return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
+
+
+def build_dataset(root: str, plan: list[dict], settings: dict, out_dir: str) -> dict:
+    files, stages, removed = [], {}, []
+    for entry in plan:
+        source, shard, family = entry["source"], entry["shard"], entry["family"]
+        kept = read_parquet(shard_path(root, "decontam", source, shard))
+        rel = DATASET_SHARD.format(family=family, source=source, shard=shard)
+        write_parquet(kept.select(DATASET_COLUMNS), f"{out_dir}/{rel}")
+        files.append(
+            {
+                "path": rel,
+                "config": family,
+                "sha256": sha256_file(f"{out_dir}/{rel}"),
+                "bytes": Path(f"{out_dir}/{rel}").stat().st_size,
+                "rows": kept.height,
+                "tokens": int(kept["text_token_length"].sum() or 0),
+            }
+        )
+        counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES}
+        stages[f"{source}/{shard}"] = counts
+        removed.append(removed_rows(root, source, shard))
+    removed_df = pl.concat(removed) if removed else pl.DataFrame(schema=REMOVED_COLUMNS)
+    removed_df = removed_df.sort("stage", "id")
+    write_parquet(removed_df, f"{out_dir}/removed_rows.parquet", sort_by=None)
+
+    files.sort(key=lambda f: f["path"])
+    root_hash = hashlib.sha256(
+        "".join(f"{f['path']}\t{f['sha256']}\n" for f in files).encode()
+    ).hexdigest()
+    totals = {s: sum(c[s] for c in stages.values()) for s in COUNTED_STAGES}
+    removed_by = {
+        f"{stage}/{reason}": n
+        for stage, reason, n in removed_df.group_by("stage", "reason").len().sort("stage", "reason").rows()
+    }
+    generation = {}
+    for entry in plan:
+        prov = read_json(shard_path(root, "generation_provenance", entry["source"], entry["shard"]))
+        # Host, devices and timings describe one run, not the data: keep them out.
+        for key in ("timings", "host", "cuda_visible_devices"):
+            prov.pop(key, None)
+        generation[f"{entry['source']}/{entry['shard']}"] = prov
+    return {
+        "dataset": {k: settings[k] for k in ("name", "version", "license")},
+        "cosmopedia_version": __version__,
+        "root_sha256": root_hash,
+        "files": files,
+        "totals": {"rows": sum(f["rows"] for f in files), "tokens": sum(f["tokens"] for f in files)},
+        "stage_rows": {"total": totals, "by_shard": stages},
+        "removed": removed_by,
+        "settings": settings,
+        "generation": generation,
+    }
+
+
+def summary_text(manifest: dict, root: str) -> str:
+    totals = manifest["stage_rows"]["total"]
+    lines = [
+        f"Dataset {manifest['dataset']['name']} {manifest['dataset']['version']}: "
+        f"{manifest['totals']['rows']} rows, {manifest['totals']['tokens']} tokens "
+        f"in {len(manifest['files'])} files",
+        "rows per stage: " + ", ".join(f"{s} {totals[s]}" for s in COUNTED_STAGES),
+        "removed: " + (", ".join(f"{k} {v}" for k, v in manifest["removed"].items()) or "none"),
+        f"dataset files:  {global_path(root, 'dataset_data')}/",
+        f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
+        f"removed rows:   {global_path(root, 'removed_rows')}",
+        f"per-shard reports: {root}/clean/*/*.dropped.parquet, {root}/dedup/*/*.removed.parquet, "
+        f"{root}/decontam/*/*.report.parquet",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(name, parser):
+    parser.add_argument("--root", required=True, help="results root (results/<name>/<version>)")
+    parser.add_argument("--plan", required=True, help="shard plan (plan/shards.json)")
+    parser.add_argument("--settings", required=True, help="JSON (or @file): dataset settings")
+
+
+def main(args) -> int:
+    settings = load_settings(args.settings)
+    plan = read_json(args.plan)["shards"]
+    out_dir = global_path(args.root, "dataset_dir")
+    manifest = build_dataset(args.root, plan, settings, out_dir)
+    write_json(manifest, global_path(args.root, "manifest"))
+    summary = summary_text(manifest, args.root)
+    Path(global_path(args.root, "summary")).write_text(summary, encoding="utf-8")
+    log.info("\n%s", summary)
+    return 0

@@ -1,0 +1,54 @@
+"""Where every stage's files live under results/<name>/<version>/: the one home of paths.
+
+The Snakemake rules take their output patterns from here and the aggregate steps find
+per-shard files through the same patterns, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+# stage -> pattern relative to the results root; {source} and {shard} name a shard.
+SHARD_FILES = {
+    "seeds": "seeds/{source}/{shard}.parquet",
+    "prompts": "prompts/{source}/{shard}.parquet",
+    "generations": "generations/{source}/{shard}.parquet",
+    "generation_provenance": "generations/{source}/{shard}.provenance.json",
+    # Outside the declared outputs: Snakemake deletes outputs before a job, not this.
+    "generation_checkpoint": "generations/{source}/{shard}.checkpoint.jsonl",
+    "clean": "clean/{source}/{shard}.parquet",
+    "clean_dropped": "clean/{source}/{shard}.dropped.parquet",
+    "signatures": "minhash/signatures/{source}/{shard}",
+    "signature_stream": "minhash/signatures/{source}/{shard}.stream.json",
+    "remove": "minhash/remove/{source}/{shard}.remove",
+    "dedup": "dedup/{source}/{shard}.parquet",
+    "dedup_removed": "dedup/{source}/{shard}.removed.parquet",
+    "decontam": "decontam/{source}/{shard}.parquet",
+    "decontam_report": "decontam/{source}/{shard}.report.parquet",
+}
+
+GLOBAL_FILES = {
+    "plan": "plan/shards.json",
+    "buckets": "minhash/buckets/{bucket}.dups",
+    "remove_dir": "minhash/remove",
+    "clusters": "minhash/clusters.parquet",
+    "dataset_dir": "dataset",
+    "dataset_data": "dataset/data",
+    "manifest": "dataset/manifest.json",
+    "removed_rows": "dataset/removed_rows.parquet",
+    "summary": "dataset/summary.txt",
+}
+
+# Released file of one shard, relative to the dataset folder (one config per family).
+DATASET_SHARD = "data/{family}/{source}/{shard}.parquet"
+
+
+def shard_path(root: str, stage: str, source: str, shard: str) -> str:
+    return f"{root}/{SHARD_FILES[stage].format(source=source, shard=shard)}"
+
+
+def shard_pattern(root: str, stage: str) -> str:
+    """Snakemake output pattern of a per-shard stage (wildcards {source}, {shard})."""
+    return f"{root}/{SHARD_FILES[stage]}"
+
+
+def global_path(root: str, name: str, **kwargs) -> str:
+    return f"{root}/{GLOBAL_FILES[name].format(**kwargs)}"

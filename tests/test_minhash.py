@@ -1,0 +1,306 @@
+"""MinHash steps against datatrove run directly, on a corpus with planted duplicates."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import string
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cosmopedia import cli, minhash
+from cosmopedia.cli import CliError
+from cosmopedia.io import read_parquet, write_parquet
+
+SETTINGS = {"tokenizer": "spacy"}  # the rest: datatrove's defaults
+KEYS = ["stories/stories-00000", "web/web-00000", "web/web-00001", "web/web-00002"]
+EMPTY_KEY = "web/web-00002"
+
+
+def _vocabulary(rng: random.Random, n: int = 3000) -> list[str]:
+    return sorted(
+        {"".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(n)}
+    )
+
+
+def _text(rng: random.Random, vocab: list[str], n_words: int) -> str:
+    words = rng.choices(vocab, k=n_words)
+    sentences = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, n_words, 12)]
+    return " ".join(sentences)
+
+
+def _mutate(rng: random.Random, vocab: list[str], text: str, n_changes: int) -> str:
+    words = text.split(" ")
+    for pos in rng.sample(range(len(words)), n_changes):
+        words[pos] = rng.choice(vocab)
+    return " ".join(words)
+
+
+def make_corpus(root: Path) -> tuple[dict[str, Path], list[set[str]]]:
+    """4 shards (one empty), 60 docs + planted near/exact duplicates; returns clusters of ids."""
+    rng = random.Random(20240501)
+    vocab = _vocabulary(rng)
+    sizes = {"stories/stories-00000": 12, "web/web-00000": 24, "web/web-00001": 24}
+    rows: dict[str, list[dict]] = {key: [] for key in KEYS}
+    for key, n in sizes.items():
+        shard = key.split("/")[1]
+        for i in range(n):
+            words = rng.randint(150, 400)
+            rows[key].append({"id": f"{shard}-{i:03d}", "text": _text(rng, vocab, words)})
+    rows["web/web-00001"].append({"id": "web-00001-short", "text": "Too short."})  # no signature
+
+    planted = []
+    # (source doc, destination shard, words changed; 0 = exact copy)
+    plan = [
+        ("web/web-00000", 3, "web/web-00000", 2),
+        ("web/web-00000", 7, "web/web-00001", 3),
+        ("stories/stories-00000", 4, "web/web-00001", 2),
+        ("web/web-00001", 5, "stories/stories-00000", 0),
+    ]
+    for n, (src_key, src_i, dst_key, changes) in enumerate(plan):
+        src = rows[src_key][src_i]
+        words = src["text"].split(" ")
+        if len(words) < 300:  # long docs: Jaccard stays high after the edits
+            src["text"] = _text(rng, vocab, 320)
+        text = _mutate(rng, vocab, src["text"], changes) if changes else src["text"]
+        copy_id = f"{dst_key.split('/')[1]}-copy{n}"
+        rows[dst_key].append({"id": copy_id, "text": text})
+        planted.append({src["id"], copy_id})
+
+    paths = {}
+    for key in KEYS:
+        df = pl.DataFrame(rows[key], schema={"id": pl.String, "text": pl.String})
+        df = df.with_columns(
+            topic=pl.lit(key.split("/")[0]), n_words=pl.col("text").str.split(" ").list.len()
+        )
+        paths[key] = root / "clean" / f"{key}.parquet"
+        write_parquet(df, paths[key])
+    return paths, planted
+
+
+def run_pipeline(inputs: dict[str, Path], work: Path, settings: dict = SETTINGS) -> dict:
+    """The four steps through the CLI, the way the Snakemake rules call them."""
+    s = json.dumps(settings)
+    nb = minhash.parse_settings(settings)["num_buckets"]
+    sig = {k: work / "sig" / k for k in inputs}
+    stream = {k: work / "stream" / f"{k}.json" for k in inputs}
+    for key, path in inputs.items():
+        argv = ["minhash-signature", "--input", str(path), "--output-dir", str(sig[key])]
+        assert cli.main([*argv, "--stream", str(stream[key]), "--settings", s]) == 0
+    sig_args = [f"{k}={v}" for k, v in sig.items()]
+    dups = [work / "dups" / f"{b:03d}.dups" for b in range(nb)]
+    for b in range(nb):
+        argv = ["minhash-buckets", "--bucket", str(b), "--signatures", *sig_args]
+        assert cli.main([*argv, "--output", str(dups[b]), "--settings", s]) == 0
+    argv = ["minhash-cluster", "--dups", *map(str, dups), "--signatures", *sig_args]
+    argv += ["--remove-dir", str(work / "remove"), "--clusters", str(work / "clusters.parquet")]
+    assert cli.main([*argv, "--settings", s]) == 0
+    for key, path in inputs.items():
+        argv = ["minhash-filter", "--input", str(path), "--stream", str(stream[key])]
+        argv += ["--remove", str(work / "remove" / f"{key}.remove")]
+        argv += ["--output", str(work / "dedup" / f"{key}.parquet")]
+        argv += ["--removed", str(work / "removed" / f"{key}.parquet")]
+        assert cli.main([*argv, "--settings", s]) == 0
+    return {"sig": sig, "stream": stream, "dups": dups}
+
+
+def datatrove_removed_ids(inputs: dict[str, Path], work: Path) -> set[str]:
+    """The same four stages run directly by datatrove on one folder, default layout."""
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+
+    config = minhash.minhash_config(minhash.parse_settings(SETTINGS))
+    keys = sorted(inputs)
+
+    def docs(key):
+        for row in pl.read_parquet(inputs[key]).iter_rows(named=True):
+            yield Document(text=row["text"], id=row["id"])
+
+    for rank, key in enumerate(keys):
+        MinhashDedupSignature(str(work / "sigs"), config=config).run(docs(key), rank, len(keys))
+    for b in range(config.num_buckets):
+        MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=config).run(
+            None, b, config.num_buckets
+        )
+    MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=config).run()
+    removed = set()
+    for rank, key in enumerate(keys):
+        kept = {d.id for d in MinhashDedupFilter(str(work / "remove")).run(docs(key), rank)}
+        removed |= {d.id for d in docs(key)} - kept
+    return removed
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    inputs, planted = make_corpus(root)
+    return inputs, planted
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus, tmp_path_factory):
+    inputs, _ = corpus
+    work = tmp_path_factory.mktemp("run1")
+    return work, run_pipeline(inputs, work)
+
+
+def _removed_ids(work: Path) -> set[str]:
+    return {i for k in KEYS for i in read_parquet(work / "removed" / f"{k}.parquet")["id"]}
+
+
+def test_matches_datatrove_and_removes_one_per_planted_cluster(corpus, first_run, tmp_path):
+    inputs, planted = corpus
+    work, _ = first_run
+    removed = _removed_ids(work)
+    assert removed == datatrove_removed_ids(inputs, tmp_path)
+    for ids in planted:
+        assert len(ids & removed) == 1, ids
+    assert len(removed) == len(planted)  # nothing else in the random corpus is a duplicate
+
+    for key in KEYS:
+        source = read_parquet(inputs[key])
+        kept = read_parquet(work / "dedup" / f"{key}.parquet")
+        dropped = read_parquet(work / "removed" / f"{key}.parquet")
+        assert kept.columns == source.columns
+        assert dropped.columns == [*source.columns, "reason"]
+        assert set(dropped["reason"]) <= {"minhash_duplicate"}
+        assert kept.equals(source.filter(~pl.col("id").is_in(dropped["id"].implode())))
+        assert (work / "remove" / f"{key}.remove").exists()  # even when empty
+
+    clusters = read_parquet(work / "clusters.parquet")
+    assert clusters.columns == list(minhash.CLUSTER_SCHEMA)
+    groups = clusters.group_by("cluster_id").agg(pl.col("id"), pl.col("kept").sum(), pl.len())
+    assert sorted(map(set, groups["id"].to_list()), key=sorted) == sorted(planted, key=sorted)
+    assert groups["kept"].to_list() == [1] * len(planted)
+    assert (clusters["cluster_size"] == 2).all()
+    assert set(clusters.filter(~pl.col("kept"))["id"]) == removed
+
+
+def test_empty_shard_goes_through(first_run):
+    work, out = first_run
+    stream = json.loads(out["stream"][EMPTY_KEY].read_text())
+    assert stream["n_docs"] == 0 and stream["n_signed"] == 0
+    assert (work / "remove" / f"{EMPTY_KEY}.remove").read_bytes() == b""
+    kept = read_parquet(work / "dedup" / f"{EMPTY_KEY}.parquet")
+    assert kept.height == 0 and kept.columns == ["id", "text", "topic", "n_words"]
+
+
+def test_stream_records_short_doc_without_signature(first_run):
+    _, out = first_run
+    stream = json.loads(out["stream"]["web/web-00001"].read_text())
+    assert stream["n_signed"] == stream["n_docs"] - 1
+    assert stream["settings"] == minhash.parse_settings(SETTINGS)
+    sig = out["sig"]["web/web-00001"]
+    assert (sig / "stream.json").read_text() == out["stream"]["web/web-00001"].read_text()
+    assert read_parquet(sig / "ids.parquet").height == stream["n_docs"]
+
+
+def test_second_run_is_byte_identical(corpus, first_run, tmp_path):
+    inputs, _ = corpus
+    work, _ = first_run
+    run_pipeline(inputs, tmp_path / "elsewhere")
+    first, second = all_files(work), all_files(tmp_path / "elsewhere")
+    assert sorted(first) == sorted(second)
+    assert [k for k in first if first[k] != second[k]] == []
+    assert not any(str(work).encode() in data for data in first.values())
+
+
+def test_stale_files_beside_signatures_are_not_read(first_run, tmp_path):
+    work, out = first_run
+    sig = {k: tmp_path / "sig" / k for k in KEYS}
+    for key in KEYS:
+        shutil.copytree(out["sig"][key], sig[key])
+    junk = np.arange(68 * 3, dtype=np.uint8).tobytes()
+    (sig["web/web-00000"] / "bucket_000.old.sig").write_bytes(junk)
+    (sig["web/web-00000"] / "00001.minhash.sig").write_bytes(junk)
+    (sig["web/web-00001"] / "bucket_000").mkdir()
+    (sig["web/web-00001"] / "bucket_000" / "00007.minhash.sig").write_bytes(junk)
+    stale = tmp_path / "dups" / "000.dups"
+    stale.parent.mkdir()
+    stale.write_bytes(junk)
+    minhash.buckets(0, {k: str(v) for k, v in sig.items()}, stale, SETTINGS)
+    assert stale.read_bytes() == out["dups"][0].read_bytes()
+    assert Path(f"{stale}.json").read_bytes() == Path(f"{out['dups'][0]}.json").read_bytes()
+
+
+def test_filter_refuses_a_different_stream(corpus, first_run, tmp_path):
+    inputs, _ = corpus
+    work, out = first_run
+    key = "web/web-00000"
+    df = read_parquet(inputs[key])
+    remove = work / "remove" / f"{key}.remove"
+    edited = tmp_path / "edited.parquet"
+    write_parquet(df.with_columns(pl.col("text").str.replace("a", "e")), edited)
+    dropped_row = tmp_path / "dropped_row.parquet"
+    write_parquet(df.slice(1), dropped_row)
+    outs = [tmp_path / "kept.parquet", tmp_path / "removed.parquet"]
+    for bad in (edited, dropped_row):
+        with pytest.raises(CliError, match="not the document stream"):
+            minhash.filter_shard(bad, remove, out["stream"][key], *outs, SETTINGS)
+    # Another shard's stream (the rank mix-up of datatrove's trap) is refused too.
+    with pytest.raises(CliError, match="n_docs now 25, then 27"):
+        minhash.filter_shard(inputs[key], remove, out["stream"]["web/web-00001"], *outs, SETTINGS)
+    assert not any(p.exists() for p in outs)
+    argv = ["minhash-filter", "--input", str(edited), "--remove", str(remove)]
+    argv += ["--stream", str(out["stream"][key]), "--output", str(outs[0])]
+    assert cli.main([*argv, "--removed", str(outs[1]), "--settings", "{}"]) == 2
+
+
+def test_mixed_settings_fail_naming_the_shard(corpus, first_run, tmp_path):
+    inputs, _ = corpus
+    work, out = first_run
+    odd = "stories/stories-00000"
+    sig = {k: str(v) for k, v in out["sig"].items()}
+    sig[odd] = str(tmp_path / "sig4")
+    minhash.signature(inputs[odd], sig[odd], tmp_path / "s4.json", SETTINGS | {"n_grams": 4})
+    with pytest.raises(CliError, match=f"shard {odd}.*n_grams=4 \\(this run: 5\\)"):
+        minhash.buckets(0, sig, tmp_path / "0.dups", SETTINGS)
+    with pytest.raises(CliError, match=f"shard {odd}.*n_grams"):
+        minhash.cluster([str(p) for p in out["dups"]], sig, tmp_path / "rm", tmp_path / "c", {})
+    with pytest.raises(CliError, match="tokenizer='spacy' \\(this run: 'whitespace'\\)"):
+        minhash.buckets(0, dict(out["sig"]), tmp_path / "0.dups", {"tokenizer": "whitespace"})
+    with pytest.raises(CliError, match="n_grams"):
+        minhash.filter_shard(
+            inputs[odd],
+            work / "remove" / f"{odd}.remove",
+            tmp_path / "s4.json",
+            tmp_path / "k.parquet",
+            tmp_path / "r.parquet",
+            SETTINGS,
+        )
+    with pytest.raises(CliError, match="unknown minhash settings"):
+        minhash.parse_settings({"ngrams": 5})
+
+
+def test_cluster_checks_dups_inputs(first_run, tmp_path):
+    work, out = first_run
+    sig = {k: str(v) for k, v in out["sig"].items() if k != EMPTY_KEY}
+    dups = [str(p) for p in out["dups"]]
+    with pytest.raises(CliError, match="other shards or signatures"):
+        minhash.cluster(dups, sig, tmp_path / "rm", tmp_path / "c.parquet", SETTINGS)
+    with pytest.raises(CliError, match=r"missing .dups for buckets \[13\]"):
+        minhash.cluster(dups[:-1], dict(out["sig"]), tmp_path / "rm", tmp_path / "c", SETTINGS)
+    assert not (tmp_path / "rm").exists()
+
+
+def test_whitespace_tokenizer_finds_the_planted_clusters(corpus, tmp_path):
+    inputs, planted = corpus
+    run_pipeline(inputs, tmp_path, {"tokenizer": "whitespace"})
+    removed = _removed_ids(tmp_path)
+    assert all(len(ids & removed) == 1 for ids in planted)
+    assert len(removed) == len(planted)

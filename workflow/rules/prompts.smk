@@ -1,0 +1,14 @@
+rule prompts:
+    input:
+        seeds=rules.ingest.output.seeds,
+    output:
+        prompts=out("prompts"),
+    params:
+        settings=prompts_settings,
+    log:
+        f"{LOGS}/prompts/{{source}}/{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/prompts/{{source}}/{{shard}}.tsv"
+    shell:
+        "cosmopedia prompts --input {input.seeds:q} --output {output.prompts:q}"
+        " --settings {params.settings:q} 2> {log:q}"
