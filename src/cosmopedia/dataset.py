@@ -36,6 +36,22 @@ DATASET_COLUMNS = [
     "finish_reason",
 ]
 COUNTED_STAGES = ["seeds", "prompts", "generations", "clean", "dedup", "decontam"]
+# Generation provenance that describes the data. Host, devices, timings, retries and rows
+# reused from a checkpoint describe one run: they stay in the shard's provenance file, so
+# a resumed, retried or Slurm run gives the same manifest as an uninterrupted local one.
+MANIFEST_GENERATION_KEYS = (
+    "dataset_version",
+    "engine",
+    "model",
+    "revision",
+    "sampling",
+    "seed_scheme",
+    "rows",
+    "done",
+    "failed",
+    "finish_reasons",
+    "generated_tokens",
+)
 REMOVED_COLUMNS = {
     "id": pl.String,
     "source": pl.String,
@@ -83,7 +99,8 @@ def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
     return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
 
 
-def build_dataset(root: str, plan: list[dict], settings: dict, out_dir: str) -> dict:
+def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
+    out_dir = global_path(root, "dataset_dir")
     files, stages, removed = [], {}, []
     for entry in plan:
         source, shard, family = entry["source"], entry["shard"], entry["family"]
@@ -105,7 +122,7 @@ def build_dataset(root: str, plan: list[dict], settings: dict, out_dir: str) -> 
         removed.append(removed_rows(root, source, shard))
     removed_df = pl.concat(removed) if removed else pl.DataFrame(schema=REMOVED_COLUMNS)
     removed_df = removed_df.sort("stage", "id")
-    write_parquet(removed_df, f"{out_dir}/removed_rows.parquet", sort_by=None)
+    write_parquet(removed_df, global_path(root, "removed_rows"), sort_by=None)
 
     files.sort(key=lambda f: f["path"])
     root_hash = hashlib.sha256(
@@ -119,10 +136,8 @@ def build_dataset(root: str, plan: list[dict], settings: dict, out_dir: str) -> 
     generation = {}
     for entry in plan:
         prov = read_json(shard_path(root, "generation_provenance", entry["source"], entry["shard"]))
-        # Host, devices and timings describe one run, not the data: keep them out.
-        for key in ("timings", "host", "cuda_visible_devices"):
-            prov.pop(key, None)
-        generation[f"{entry['source']}/{entry['shard']}"] = prov
+        key = f"{entry['source']}/{entry['shard']}"
+        generation[key] = {k: prov[k] for k in MANIFEST_GENERATION_KEYS if k in prov}
     return {
         "dataset": {k: settings[k] for k in ("name", "version", "license")},
         "cosmopedia_version": __version__,
@@ -162,8 +177,7 @@ def add_arguments(name, parser):
 def main(args) -> int:
     settings = load_settings(args.settings)
     plan = read_json(args.plan)["shards"]
-    out_dir = global_path(args.root, "dataset_dir")
-    manifest = build_dataset(args.root, plan, settings, out_dir)
+    manifest = build_dataset(args.root, plan, settings)
     write_json(manifest, global_path(args.root, "manifest"))
     summary = summary_text(manifest, args.root)
     Path(global_path(args.root, "summary")).write_text(summary, encoding="utf-8")

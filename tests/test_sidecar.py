@@ -1,0 +1,121 @@
+"""The sidecar: a real engine process started, probed and always stopped with its group."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cosmopedia.engines.sidecar import Sidecar, SidecarError, http_json
+
+DUMMY = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}", "--port"]
+DUMMY_COMMAND = [*DUMMY, "{port}"]
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_starts_probes_and_stops_the_engine(tmp_path):
+    log_path = tmp_path / "logs" / "engine.log"
+    with Sidecar(DUMMY_COMMAND, log_path, startup_timeout_s=30) as sidecar:
+        pgid = sidecar.process.pid
+        assert os.getpgid(pgid) == pgid  # its own process group
+        assert sidecar.alive()
+        assert http_json(f"{sidecar.url}/health")[0] == 200
+        assert sidecar.info["engine"] == "dummy"
+        assert sidecar.command[-1] == str(sidecar.port)
+        assert 0 < sidecar.startup_s < 30
+    assert not group_exists(pgid)
+    assert sidecar.process.returncode == 0  # stopped by SIGTERM, cleanly
+    log_text = log_path.read_text()
+    assert "dummy engine serving" in log_text and "stopped" in log_text
+
+
+def test_exception_in_block_still_stops_the_whole_group(tmp_path):
+    # A child of the server that ignores SIGTERM: only the SIGKILL after the grace period
+    # stops it, and only because the whole group is signalled.
+    command = [
+        "sh",
+        "-c",
+        "(trap '' TERM; exec sleep 60) & exec " + " ".join(DUMMY) + " {port}",
+    ]
+    log_path = tmp_path / "engine.log"
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        Sidecar(command, log_path, startup_timeout_s=30, grace_s=0.5) as sidecar,
+    ):
+        pgid = sidecar.process.pid
+        raise RuntimeError("boom")
+    assert not group_exists(pgid)
+
+
+def test_engine_that_exits_fails_fast_with_its_log(tmp_path):
+    command = [sys.executable, "-c", "import sys; print('bad flag --frobnicate'); sys.exit(3)"]
+    started = time.monotonic()
+    with (
+        pytest.raises(SidecarError) as info,
+        Sidecar(command, tmp_path / "engine.log", startup_timeout_s=60),
+    ):
+        pass
+    assert time.monotonic() - started < 10
+    assert "exited with code 3" in str(info.value)
+    assert "bad flag --frobnicate" in str(info.value)
+
+
+def test_missing_program_is_a_sidecar_error(tmp_path):
+    with pytest.raises(SidecarError, match="cannot start the engine"):
+        Sidecar(["/nonexistent/text-generation-launcher"], tmp_path / "engine.log").__enter__()
+
+
+def test_startup_deadline(tmp_path):
+    started = time.monotonic()
+    with (
+        pytest.raises(SidecarError, match="not healthy within 1 s"),
+        Sidecar(["sleep", "60"], tmp_path / "engine.log", startup_timeout_s=1),
+    ):
+        pass
+    assert time.monotonic() - started < 5
+    pid = int(re.search(r"pid (\d+)", (tmp_path / "engine.log").read_text()).group(1))
+    assert not group_exists(pid)
+
+
+def test_refuses_a_secret_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    with pytest.raises(SidecarError, match=r"\$HF_TOKEN"):
+        Sidecar(["serve", "--token", "hf_secretvalue123"], tmp_path / "engine.log")
+    assert not (tmp_path / "engine.log").exists()
+
+
+def test_sigterm_to_the_job_stops_the_engine(tmp_path):
+    log_path = tmp_path / "engine.log"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from cosmopedia.engines.sidecar import Sidecar
+        with Sidecar({DUMMY_COMMAND!r}, {str(log_path)!r}, startup_timeout_s=30):
+            print("ready", flush=True)
+            time.sleep(60)
+        """
+    )
+    job = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=20) == 128 + signal.SIGTERM
+    finally:
+        job.kill()
+        job.wait()
+    pid = int(re.search(r"pid (\d+)", log_path.read_text()).group(1))
+    assert not group_exists(pid)
+    assert "stopped" in log_path.read_text()
