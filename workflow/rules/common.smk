@@ -5,7 +5,7 @@ import os
 
 from snakemake.utils import validate
 
-from cosmopedia import layout, plan
+from cosmopedia import fingerprint, layout, plan
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -39,8 +39,18 @@ def all_shards(stage):
     return [layout.shard_path(ROOT, stage, s.source, s.name) for s in SHARDS]
 
 
+# Seed content hashes (cached by size and mtime): ingest reruns when bytes change, not mtimes.
+SEED_SHA256 = fingerprint.fingerprints(
+    [s.path for s in SHARDS], ".snakemake/cosmopedia/seed_fingerprints.json"
+)
+
+
 def seed_file(wildcards):
-    return SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path
+    return ancient(SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path)
+
+
+def seed_sha256(wildcards):
+    return SEED_SHA256[SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path]
 
 
 def settings(payload):

@@ -18,6 +18,7 @@ rule ingest:
         seeds=out("seeds"),
     params:
         settings=ingest_settings,
+        seed_sha256=seed_sha256,
     log:
         f"{LOGS}/ingest/{{source}}/{{shard}}.log",
     benchmark:
