@@ -11,7 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cosmopedia.engines.dummy import count_tokens, extract_content, generate_text
+from cosmopedia.engines.dummy import (
+    CHAT_TEMPLATE,
+    Faults,
+    apply_chat_template,
+    count_tokens,
+    extract_content,
+    generate_text,
+)
 from cosmopedia.engines.sidecar import Sidecar
 
 # The clean step's opener pattern.
@@ -237,3 +244,90 @@ def test_overload_gets_429(tmp_path):
         with urllib.request.urlopen(f"{sidecar.url}/stats", timeout=5) as response:
             stats = json.loads(response.read())
         assert stats["requests"] == 7 and stats["overloaded"] == statuses.count(429)
+
+
+# --- OpenAI-compatible routes, queueing, faults --------------------------------------------
+
+
+def test_openai_completions_and_models(server):
+    with urllib.request.urlopen(f"{server.url}/v1/models", timeout=5) as response:
+        models = json.loads(response.read())
+    assert [m["id"] for m in models["data"]] == ["cosmopedia/dummy"]
+    prompt = make_prompt(EXTRACT)
+    body = {"model": "cosmopedia/dummy", "prompt": prompt, "max_tokens": 60, "seed": 9}
+    body |= {"temperature": 0.6, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.2}
+    status, reply, _ = post(f"{server.url}/v1/completions", body)
+    text, n_tokens, _ = generate_text(prompt, 9, 60)
+    assert status == 200 and reply["object"] == "text_completion"
+    choice = reply["choices"][0]
+    assert (choice["text"], choice["finish_reason"]) == (text, "length")
+    assert reply["usage"]["completion_tokens"] == n_tokens == 60
+
+    status, reply, _ = post(f"{server.url}/v1/completions", {**body, "max_tokens": 5000})
+    assert status == 200 and reply["choices"][0]["finish_reason"] == "stop"  # an EOS
+
+
+def test_openai_chat_applies_the_template(server):
+    messages = [{"role": "user", "content": make_prompt(EXTRACT)}]
+    body = {"model": "cosmopedia/dummy", "messages": messages, "max_tokens": 2500, "seed": 4}
+    status, reply, _ = post(f"{server.url}/v1/chat/completions", body)
+    text, n_tokens, _ = generate_text(apply_chat_template(messages), 4, 2500)
+    assert status == 200 and reply["object"] == "chat.completion"
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": text}
+    assert reply["usage"]["completion_tokens"] == n_tokens
+
+
+def test_the_chat_template_renders_the_same_with_jinja():
+    import jinja2
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(CHAT_TEMPLATE)
+    rendered = template.render(messages=messages, add_generation_prompt=True)
+    assert rendered == apply_chat_template(messages)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status"),
+    [
+        ("/v1/completions", {"model": "other/model", "prompt": "hi"}, 404),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 0}, 400),
+        ("/v1/completions", {"prompt": ""}, 400),
+        ("/v1/completions", {"prompt": "hi", "stream": True}, 400),
+        ("/v1/chat/completions", {"messages": []}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400),
+    ],
+)
+def test_openai_errors(server, route, body, status):
+    got, reply, _ = post(f"{server.url}{route}", body)
+    assert got == status and reply["error"]["code"] == status and reply["error"]["message"]
+
+
+def test_admitted_requests_queue_for_the_batch(tmp_path):
+    # 3 admitted, 1 generating at a time: nobody gets a 429, they take turns.
+    command = dummy_command("--max-concurrent", "3", "--max-batch", "1")
+    command += ["--latency-per-token", "0.004"]
+    with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30, smoke=None) as sidecar:
+        body = {"inputs": "Tides rise and fall twice a day.", "parameters": {"max_new_tokens": 50}}
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(pool.map(lambda _: post(f"{sidecar.url}/generate", body), range(3)))
+        with urllib.request.urlopen(f"{sidecar.url}/stats", timeout=5) as response:
+            stats = json.loads(response.read())
+    assert [status for status, _, _ in replies] == [200, 200, 200]
+    assert stats["peak_in_flight"] == 3 and stats["batch_capacity"] == 1
+    # One sequence at a time for about 3 x 0.2 s: the batch was busy the whole period.
+    period = stats["last_done_s"] - stats["first_request_s"]
+    assert stats["busy_seq_s"] == pytest.approx(period, rel=0.01)
+    assert 0.55 < period < 2.0
+
+
+def test_faults_are_a_pure_function_of_seed_request_and_repetition():
+    faults = Faults(seed=5, rate_429=0.2, rate_503=0.1, rate_reset=0.1, rate_hang=0.1)
+    draws = [faults.draw(f"request-{i}", n) for i in range(2000) for n in range(2)]
+    assert draws == [faults.draw(f"request-{i}", n) for i in range(2000) for n in range(2)]
+    shares = {kind: draws.count(kind) / len(draws) for kind in set(draws)}
+    expected = {"overloaded": 0.2, "unavailable": 0.1, "reset": 0.1, "hang": 0.1, None: 0.5}
+    assert shares == pytest.approx(expected, abs=0.03)
+    other = Faults(seed=6, rate_429=0.2, rate_503=0.1, rate_reset=0.1, rate_hang=0.1)
+    assert draws != [other.draw(f"request-{i}", n) for i in range(2000) for n in range(2)]
+    with pytest.raises(ValueError):
+        Faults(rate_429=0.7, rate_503=0.5)

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from cosmopedia import cli, generate
+from cosmopedia.engines.dummy import generate_text
 from cosmopedia.engines.sidecar import Sidecar
 from cosmopedia.seeding import derive_seed
 
@@ -35,9 +36,13 @@ WORDS = [
 SETTINGS = {
     "dataset_version": "test/v0",
     "engine": "dummy",
+    "api": None,
     "endpoint_url": None,
     "model": "cosmopedia/dummy",
     "revision": "0",
+    "chat_template": None,
+    "instances": 1,
+    "gpus_per_instance": 1,
     "concurrency": 8,
     "request_timeout_s": 60,
     "max_retries": 3,
@@ -45,6 +50,21 @@ SETTINGS = {
     "backoff_max_s": 0.5,
     "startup_timeout_s": 30,
     "checkpoint_every": 4,
+    "server": {
+        "max_concurrent_requests": 128,
+        "max_input_tokens": 4096,
+        "max_total_tokens": 8192,
+        "launcher": "native",
+        "image": None,
+        "image_digest": "auto",
+        "mounts": [],
+        "launcher_args": [],
+        "program": None,
+        "extra_args": [],
+        "env": {},
+        "fatal_log_patterns": None,
+        "stop_grace_s": 5,
+    },
     "sampling": {
         "max_new_tokens": 2500,
         "temperature": 0.6,
@@ -52,15 +72,35 @@ SETTINGS = {
         "top_k": 50,
         "repetition_penalty": 1.2,
     },
-    "dummy": {"latency_per_token_s": 0.0, "max_concurrent": 128},
+    "dummy": {
+        "latency_per_token_s": 0.0,
+        "max_concurrent": 128,
+        "max_batch": None,
+        "faults": {
+            "seed": 0,
+            "rate_429": 0.0,
+            "rate_503": 0.0,
+            "rate_reset": 0.0,
+            "rate_hang": 0.0,
+            "crash_after": 0,
+        },
+    },
 }
 
 
-def settings(**changes) -> dict:
-    merged = json.loads(json.dumps(SETTINGS))
+def _merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
     for key, value in changes.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(base[key], value)
+        else:
+            merged[key] = value
     return merged
+
+
+def settings(**changes) -> dict:
+    """SETTINGS with `changes` merged in (nested objects key by key)."""
+    return _merge(json.loads(json.dumps(SETTINGS)), changes)
 
 
 def write_prompts(path, n: int = 30, empty: tuple[int, ...] = ()) -> pl.DataFrame:
@@ -123,8 +163,15 @@ def stats(url: str) -> dict:
         return json.loads(response.read())
 
 
+def engine_pids(log_path) -> list[int]:
+    """Process group leaders (the engine guards) the sidecars logged."""
+    return [
+        int(pid) for pid in re.findall(r"pid (\d+) \(process group leader\)", log_path.read_text())
+    ]
+
+
 def engine_pid(log_path) -> int:
-    return int(re.findall(r"pid (\d+)", log_path.read_text())[-1])
+    return engine_pids(log_path)[-1]
 
 
 def process_gone(pid: int) -> bool:
@@ -208,7 +255,9 @@ def test_rerun_is_byte_identical(reference, tmp_path):
     assert second["output"].read_bytes() == first["output"].read_bytes()
     prov_a = json.loads(first["provenance"].read_text())
     prov_b = json.loads(second["provenance"].read_text())
-    assert prov_a.pop("timings") and prov_b.pop("timings")
+    # Timings and the instances (ports, start-up times) describe one run.
+    for key in ("timings", "instances"):
+        assert prov_a.pop(key) and prov_b.pop(key)
     assert prov_a == prov_b
 
 
@@ -258,7 +307,13 @@ def test_changed_sampling_makes_the_checkpoint_stale(reference, dummy_server, tm
     assert code == 0
     prov = json.loads(paths["provenance"].read_text())
     assert prov["reused_from_checkpoint"] == 0
-    assert pl.read_parquet(paths["output"])["text_token_length"].max() <= 64
+    out = pl.read_parquet(paths["output"])
+    assert out["text_token_length"].max() <= 64
+    # Texts cut at max_new_tokens stay in the output but count as failed in the report.
+    cut = out.filter(pl.col("finish_reason") == "length").height
+    assert cut > 0 and out.height == 30 and out["error"].null_count() == 30
+    assert prov["failures_by_cause"] == {"length": cut}
+    assert (prov["done"], prov["failed"]) == (30 - cut, cut)
 
 
 def test_validation_errors_fail_the_row_without_retry(dummy_server, tmp_path):
@@ -280,15 +335,31 @@ def test_validation_errors_fail_the_row_without_retry(dummy_server, tmp_path):
     assert prov["engine"]["kind"] == "endpoint" and prov["engine"]["command"] is None
 
 
+def test_concurrency_is_capped_by_the_engine_capacity(reference, tmp_path):
+    prompts, _, first = reference
+    # Room for 2 sequences (its /info says so) against a limit of 6: the client keeps
+    # exactly 2 in flight and never meets a 429.
+    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command += ["--port", "{port}", "--max-concurrent", "2", "--latency-per-token", "0.0002"]
+    with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30) as server:
+        config = settings(engine="endpoint", endpoint_url=server.url, concurrency=6)
+        code, paths = run_cli(tmp_path, "capped", prompts, config)
+        after = stats(server.url)
+    assert code == 0
+    assert after["overloaded"] == 0 and after["peak_in_flight"] == 2
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["client"]["concurrency"] == 2 and prov["client"]["concurrency_limit"] == 6
+    assert paths["output"].read_bytes() == first["output"].read_bytes()
+
+
 def test_overloaded_requests_are_retried(reference, tmp_path):
     prompts, _, first = reference
-    # 3 requests in flight against room for 2: the engine rejects some with 429.
+    # The engine answers 429 to a third of the requests (seeded, so reproducibly).
     config = settings(
-        concurrency=3,
         max_retries=30,
         backoff_base_s=0.02,
         backoff_max_s=0.2,
-        dummy={"latency_per_token_s": 0.0001, "max_concurrent": 2},
+        dummy={"faults": {"seed": 3, "rate_429": 0.33}},
     )
     code, paths = run_cli(tmp_path, "overloaded", prompts, config)
     assert code == 0
@@ -298,23 +369,35 @@ def test_overloaded_requests_are_retried(reference, tmp_path):
     assert out["attempts"].max() > 1
     expected = pl.read_parquet(first["output"]).drop("attempts")
     assert out.drop("attempts").equals(expected)
+    # The same faults hit the same rows on a rerun.
+    code, again = run_cli(tmp_path, "overloaded-again", prompts, config)
+    assert code == 0
+    assert again["output"].read_bytes() == paths["output"].read_bytes()
 
 
-def test_sigterm_keeps_finished_rows_and_stops_the_engine(reference, tmp_path):
+def test_sigterm_keeps_finished_rows_and_stops_the_engines(reference, tmp_path):
     prompts, _, first = reference
-    # About 0.5 s per request and 2 in flight: the job is still busy when it is stopped.
-    # No periodic flush before the signal: the rows must be saved by the flush at exit.
-    config = settings(concurrency=2, checkpoint_every=1000, dummy={"latency_per_token_s": 0.001})
+    # About 0.5 s per request, 2 engine instances with one request each: the job is still
+    # busy when it is stopped. No periodic flush before the signal: the rows must be saved
+    # by the flush at exit.
+    config = settings(
+        concurrency=2,
+        instances=2,
+        checkpoint_every=1000,
+        dummy={"latency_per_token_s": 0.001},
+    )
     paths = job_paths(tmp_path, "job")
     job = start_job(prompts, config, paths, stderr=subprocess.DEVNULL)
     try:
-        wait_for_engine_ok(paths["engine_log"], 3)
+        wait_for_engine_ok(paths["engine_log"], 2)
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=20) == 128 + signal.SIGTERM
     finally:
         job.kill()
         job.wait()
-    assert process_gone(engine_pid(paths["engine_log"]))
+    leaders = engine_pids(paths["engine_log"])
+    assert len(leaders) == 2 and all(process_gone(pid) for pid in leaders)
+    assert paths["engine_log"].read_text().count("# sidecar: stopped") == 2
     assert not paths["output"].exists()
     kept = [json.loads(line) for line in paths["checkpoint"].read_text().splitlines()]
     assert 1 <= len(kept) < 30
@@ -325,6 +408,41 @@ def test_sigterm_keeps_finished_rows_and_stops_the_engine(reference, tmp_path):
     assert prov["reused_from_checkpoint"] == len(kept)
     assert paths["output"].read_bytes() == first["output"].read_bytes()
     assert not paths["checkpoint"].exists()
+
+
+def test_sigkill_of_the_job_leaves_no_engine(reference, tmp_path):
+    prompts, _, _ = reference
+    config = settings(concurrency=2, dummy={"latency_per_token_s": 0.001})
+    paths = job_paths(tmp_path, "job")
+    job = start_job(prompts, config, paths, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_engine_ok(paths["engine_log"], 2)
+        os.killpg(job.pid, signal.SIGKILL)  # no cleanup by the job itself
+        job.wait(timeout=20)
+    finally:
+        job.kill()
+        job.wait()
+    leader = engine_pid(paths["engine_log"])
+    deadline = time.monotonic() + 15
+    while not process_gone(leader) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_gone(leader)  # its guard saw the job die and stopped it
+
+
+def test_crashing_engine_fails_the_job_and_the_retry_resumes(reference, tmp_path):
+    prompts, _, first = reference
+    config = settings(concurrency=2, dummy={"faults": {"crash_after": 12}})
+    paths = job_paths(tmp_path, "job")
+    job = start_job(prompts, config, paths, stderr=subprocess.PIPE, text=True)
+    _, stderr = job.communicate(timeout=30)
+    assert job.returncode != 0
+    assert "engine instance 0 exited (code 70)" in stderr
+    kept = paths["checkpoint"].read_text().splitlines()
+    assert 9 <= len(kept) <= 11  # 11 answered, at most one other in flight when it died
+    # Snakemake's retry (here without the crash) resumes from the checkpoint.
+    assert cli.main(cli_args(prompts, settings(), paths)) == 0
+    assert paths["output"].read_bytes() == first["output"].read_bytes()
+    assert json.loads(paths["provenance"].read_text())["reused_from_checkpoint"] == len(kept)
 
 
 def test_engine_death_aborts_the_job(reference, tmp_path):
@@ -340,7 +458,9 @@ def test_engine_death_aborts_the_job(reference, tmp_path):
         job.kill()
         job.wait()
     assert job.returncode != 0
-    assert "the engine exited" in stderr
+    assert "engine instance 0 exited" in stderr
+    # The guard was killed, not the server under it: the job still stopped its group.
+    assert process_gone(engine_pid(paths["engine_log"]))
     assert not paths["output"].exists()
     assert len(paths["checkpoint"].read_text().splitlines()) >= 2
 
@@ -356,3 +476,119 @@ def test_settings_are_checked(reference, tmp_path):
         generate.validate_settings({**settings(), "temprature": 1})
     with pytest.raises(cli.CliError, match="endpoint_url"):
         generate.validate_settings(settings(engine="endpoint"))
+
+
+FAULT_CAUSES = {"overloaded", "unavailable", "connection", "timeout"}
+
+
+@pytest.mark.parametrize("api", ["tgi", "openai"])
+def test_faulty_engine_every_row_done_or_failed_with_cause(tmp_path, api):
+    """10% 429, 5% 503, 3% connection resets, 1% hangs: the job still succeeds."""
+    prompts = tmp_path / "prompts.parquet"
+    df = write_prompts(prompts, n=150)
+    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command += ["--port", "{port}", "--fault-seed", "7", "--fault-429", "0.10"]
+    command += ["--fault-503", "0.05", "--fault-reset", "0.03", "--fault-hang", "0.01"]
+    with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30, smoke=None) as server:
+        config = settings(
+            engine="endpoint",
+            endpoint_url=server.url,
+            api=api,
+            concurrency=16,
+            request_timeout_s=1.0,  # a hung request is given up after 1 s, then retried
+            max_retries=4,
+            backoff_base_s=0.01,
+            backoff_max_s=0.05,
+        )
+        code, paths = run_cli(tmp_path, "faulty", prompts, config)
+        served = stats(server.url)
+    assert code == 0
+    injected = served["injected"]
+    assert injected["hang"] >= 1 and injected["reset"] >= 1
+    assert injected["overloaded"] >= 5 and injected["unavailable"] >= 3
+
+    out = pl.read_parquet(paths["output"])
+    assert out.height == 150 and out["id"].to_list() == sorted(df["id"].to_list())
+    for row in out.iter_rows(named=True):
+        if row["error"] is None:
+            text, tokens, _ = generate_text(row["prompt"], row["seed"], 2500)
+            assert (row["text"], row["text_token_length"]) == (text, tokens)
+        else:  # retries ran out: the row says why
+            assert row["error"].split(":", 1)[0] in FAULT_CAUSES and row["attempts"] == 5
+    # Every request the engine saw is an attempt of some row: none lost, none uncounted.
+    assert served["requests"] == out["attempts"].sum()
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["done"] + prov["failed"] == 150 and prov["done"] >= 145
+    assert set(prov["failures_by_cause"]) <= FAULT_CAUSES
+    assert prov["retries"] == out["attempts"].sum() - 150 >= 20
+
+
+def settle(url: str, quiet_s: float = 0.3, timeout: float = 10.0) -> None:
+    """Wait until the server has nothing in flight and no new request for `quiet_s`."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = stats(url)
+        if now["requests"] != last or now["in_flight"]:
+            last, since = now["requests"], time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server never settled")
+
+
+def valid_checkpoint_ids(path) -> list[str]:
+    ids = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            ids.append(json.loads(line)["id"])
+    return ids
+
+
+def test_sigkill_at_random_points_loses_only_requests_in_flight(reference, tmp_path):
+    """Kill the job's process group at random moments, rerun until done: the shard is
+    byte-identical to an uninterrupted run and only requests in flight were sent twice."""
+    prompts, _, first = reference
+    concurrency = 4
+    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command += ["--port", "{port}", "--latency-per-token", "0.0004"]
+    rng = random.Random(20240611)
+    with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30, smoke=None) as server:
+        config = settings(
+            engine="endpoint", endpoint_url=server.url, concurrency=concurrency, checkpoint_every=8
+        )
+        paths = job_paths(tmp_path, "killed")
+        in_flight_at_kills = []
+        for _ in range(3):
+            recorded_before = len(valid_checkpoint_ids(paths["checkpoint"]))
+            sent_before = stats(server.url)["requests"]
+            kill_after = rng.randint(1, 30 - recorded_before - concurrency)
+            job = start_job(
+                prompts, config, paths, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while stats(server.url)["requests"] - sent_before < kill_after:
+                    assert time.monotonic() < deadline and job.poll() is None
+                    time.sleep(rng.uniform(0.0, 0.05))
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait(timeout=20)
+            finally:
+                job.kill()
+                job.wait()
+            settle(server.url)  # requests already on the wire reach the server
+            ids = valid_checkpoint_ids(paths["checkpoint"])
+            assert len(ids) == len(set(ids))  # no row recorded twice
+            sent = stats(server.url)["requests"] - sent_before
+            in_flight = sent - (len(ids) - recorded_before)
+            assert 0 <= in_flight <= concurrency
+            in_flight_at_kills.append(in_flight)
+        assert not paths["output"].exists()
+
+        assert cli.main(cli_args(prompts, config, paths)) == 0
+        served = stats(server.url)
+    assert paths["output"].read_bytes() == first["output"].read_bytes()
+    # Requests the server saw twice: exactly those in flight when the job was killed.
+    assert served["repeats"] == sum(in_flight_at_kills)
+    assert served["requests"] == 30 + sum(in_flight_at_kills)
+    assert served["ok"] + served["disconnected"] == served["requests"]

@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from cosmopedia.engines.sidecar import Sidecar, SidecarError, http_json
+from cosmopedia.engines.sidecar import (
+    Sidecar,
+    SidecarError,
+    fill_placeholders,
+    http_json,
+    running,
+)
 
 DUMMY = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}", "--port"]
 DUMMY_COMMAND = [*DUMMY, "{port}"]
@@ -119,3 +125,77 @@ def test_sigterm_to_the_job_stops_the_engine(tmp_path):
     pid = int(re.search(r"pid (\d+)", log_path.read_text()).group(1))
     assert not group_exists(pid)
     assert "stopped" in log_path.read_text()
+
+
+def test_fatal_log_line_aborts_start_up_at_once(tmp_path):
+    # The engine stays alive but logs what a real one logs before it never becomes healthy.
+    command = [*DUMMY_COMMAND, "--startup-fatal", "FATAL: CUDA out of memory"]
+    started = time.monotonic()
+    with (
+        pytest.raises(SidecarError, match="fatal start-up error: 'FATAL: CUDA out of memory'"),
+        Sidecar(command, tmp_path / "engine.log", startup_timeout_s=60, fatal_patterns=["^FATAL"]),
+    ):
+        pass
+    assert time.monotonic() - started < 10
+    pid = int(re.search(r"pid (\d+)", (tmp_path / "engine.log").read_text()).group(1))
+    assert not group_exists(pid)
+
+
+def test_several_engines_start_in_parallel_and_stop_together(tmp_path):
+    log_path = tmp_path / "engine.log"
+    sidecars = [
+        Sidecar(DUMMY_COMMAND, log_path, prefix=f"[{i}] ", env={"COSMOPEDIA_TEST": str(i)})
+        for i in range(3)
+    ]
+    with running(sidecars, startup_timeout_s=30):
+        pgids = [s.process.pid for s in sidecars]
+        assert len({s.port for s in sidecars}) == 3
+        assert all(http_json(f"{s.url}/health")[0] == 200 for s in sidecars)
+    assert not any(group_exists(pgid) for pgid in pgids)
+    lines = log_path.read_text().splitlines()
+    for i in range(3):  # each engine's lines carry its tag
+        assert any(line.startswith(f"[{i}] ") and "dummy engine serving" in line for line in lines)
+
+
+def test_one_broken_instance_stops_all(tmp_path):
+    broken = [sys.executable, "-c", "import sys; print('no GPU'); sys.exit(4)"]
+    sidecars = [Sidecar(DUMMY_COMMAND, tmp_path / "a.log"), Sidecar(broken, tmp_path / "b.log")]
+    with pytest.raises(SidecarError, match="exited with code 4"), running(sidecars, 30):
+        pass
+    assert not any(group_exists(s.process.pid) for s in sidecars)
+
+
+def test_sigkill_of_the_job_still_stops_the_engine_group(tmp_path):
+    """The guard notices its job died (parent-death signal) and stops the group itself."""
+    log_path = tmp_path / "engine.log"
+    # A child that ignores SIGTERM: only the guard's SIGKILL after the grace period ends it.
+    command = ["sh", "-c", "(trap '' TERM; exec sleep 60) & exec " + " ".join(DUMMY) + " {port}"]
+    script = textwrap.dedent(
+        f"""
+        import time
+        from cosmopedia.engines.sidecar import Sidecar
+        with Sidecar({command!r}, {str(log_path)!r}, startup_timeout_s=30, grace_s=0.5):
+            print("ready", flush=True)
+            time.sleep(60)
+        """
+    )
+    job = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        pid = int(re.search(r"pid (\d+)", log_path.read_text()).group(1))
+        job.kill()
+        job.wait()
+        deadline = time.monotonic() + 10
+        while group_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not group_exists(pid)
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_placeholders_leave_other_braces_alone():
+    values = {"port": 8080, "model": "org/model"}
+    assert fill_placeholders("--port={port}", values) == "--port=8080"
+    assert fill_placeholders('{"model": "{model}"}', values) == '{"model": "org/model"}'
+    assert fill_placeholders("{unknown}", values) == "{unknown}"

@@ -1,19 +1,36 @@
-# The GPU step. Cluster resources (partition, GPUs, runtime) are set per cluster in
-# profiles/<cluster>/config.yaml; the engine and sampling settings come from config.
+# The GPU step: starts generation.instances engine servers (tgi, vllm, sglang; or the dummy)
+# inside the job, each on generation.gpus_per_instance GPUs, and streams the shard through
+# them. GPUs come from config (instances x gpus_per_instance; none for dummy/endpoint);
+# partition, GPU model and runtime are set per cluster in profiles/<cluster>/config.yaml.
+# A SIGTERM (Slurm's time limit, `--signal`, scancel) stops the servers and keeps every
+# finished row in the checkpoint; the retried job resumes from it (docs/cluster.md).
+GENERATION = config["generation"]
+GENERATE_GPUS = (
+    GENERATION["instances"] * GENERATION["gpus_per_instance"]
+    if GENERATION["engine"] in ("tgi", "vllm", "sglang")
+    else 0
+)
+
+
 rule generate:
     input:
         prompts=rules.prompts.output.prompts,
     output:
         generations=out("generations"),
         provenance=out("generation_provenance"),
-    params:
-        settings=settings(plan.generate_settings(config)),
-        checkpoint=out("generation_checkpoint"),
     log:
         client=f"{LOGS}/generate/{{source}}/{{shard}}.log",
         engine=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
     benchmark:
         f"{BENCHMARKS}/generate/{{source}}/{{shard}}.tsv"
+    resources:
+        gpu=GENERATE_GPUS,
+    params:
+        # Compared by Snakemake: a change here regenerates every shard.
+        request=settings(plan.generate_request_settings(config)),
+        # All settings, operational ones included (concurrency, timeouts, retries...).
+        settings=generate_settings,
+        checkpoint=out("generation_checkpoint"),
     shell:
         "cosmopedia generate --prompts {input.prompts:q} --output {output.generations:q}"
         " --provenance {output.provenance:q} --checkpoint {params.checkpoint:q}"

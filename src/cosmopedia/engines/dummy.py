@@ -3,25 +3,41 @@
 The text it "generates" is a pure function of the prompt, the seed and `max_new_tokens`:
 it retells the seed material (the text between the prompt's first and last double quote)
 sentence by sentence, each sentence kept verbatim and followed by filler sentences chosen
-by a hash of that sentence's first content words. So near-identical prompts give near-identical texts
-(MinHash near-duplicates), unrelated prompts share almost no n-grams, and a benchmark item
-quoted in a seed survives into the generation. The seed only draws the length (long-tailed,
-with some "short" texts for the cleaning step to drop) and an optional greeting opener.
+by a hash of that sentence's first content words. So near-identical prompts give
+near-identical texts (MinHash near-duplicates), unrelated prompts share almost no n-grams,
+and a benchmark item quoted in a seed survives into the generation. The seed only draws
+the length (long-tailed, with some "short" texts for the cleaning step to drop) and an
+optional greeting opener.
 
 Tokens: the dummy counts matches of `TOKEN_RE` (words and single punctuation marks); it
 reports that count as `generated_tokens` and cuts at exactly `max_new_tokens` of them.
+
+The server simulates an engine: a capacity of concurrent sequences (429 `overloaded` above
+it, as TGI), a time per generated token, and injected faults (429, 503, connection resets,
+hangs, a crash after N requests) drawn from a seeded hash of each request and of how often
+that exact request was seen, so a faulty run is reproducible whatever the timing. It speaks
+TGI's routes (`/generate`, `/`, `/info`, `/health`) and the OpenAI-compatible ones of vLLM
+and SGLang (`/v1/completions`, `/v1/chat/completions`, `/v1/models`); `/stats` counts
+requests and integrates the number of sequences in flight over time (engine saturation).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import itertools
 import json
 import logging
 import math
+import os
 import random
 import re
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, fields
 
 from aiohttp import web
 
@@ -313,81 +329,332 @@ def parse_request(body) -> tuple[str, dict, int, int | None]:
     return inputs, params, max_new_tokens, seed
 
 
+# The dummy's chat template (Jinja, as in a model's tokenizer_config.json). The server
+# renders it in plain Python (`apply_chat_template`); a client given this file renders it
+# with Jinja: the two must give the same text.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+CHAT_ROLES = ("system", "user", "assistant")
+# Exit code of a simulated crash (`crash_after`).
+CRASH_EXIT_CODE = 70
+# A hung request gives up after this long even if its client never leaves.
+MAX_HANG_S = 3600.0
+
+
+def apply_chat_template(messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """`CHAT_TEMPLATE` rendered without Jinja."""
+    text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in messages)
+    return text + ("<|assistant|>\n" if add_generation_prompt else "")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Injected faults. Rates are probabilities per request, drawn in this order."""
+
+    seed: int = 0
+    rate_429: float = 0.0
+    rate_503: float = 0.0
+    rate_reset: float = 0.0
+    rate_hang: float = 0.0
+    # Exit abruptly (code CRASH_EXIT_CODE) when this request number arrives; 0: never.
+    crash_after: int = 0
+
+    def __post_init__(self):
+        rates = [self.rate_429, self.rate_503, self.rate_reset, self.rate_hang]
+        if any(r < 0 for r in rates) or sum(rates) > 1:
+            raise ValueError("fault rates must be >= 0 and sum to at most 1")
+        if self.crash_after < 0:
+            raise ValueError("crash_after must be >= 0")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self) if f.name != "seed")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def draw(self, request_hash: str, occurrence: int) -> str | None:
+        """The fault of the `occurrence`-th sending of a request (0 = first), if any.
+
+        A pure function of (seed, request, occurrence): a rerun with the same requests meets
+        the same faults, whatever the order in which concurrent requests arrive.
+        """
+        digest = hashlib.sha256(f"{self.seed}\0{request_hash}\0{occurrence}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        for kind, rate in (
+            ("overloaded", self.rate_429),
+            ("unavailable", self.rate_503),
+            ("reset", self.rate_reset),
+            ("hang", self.rate_hang),
+        ):
+            if u < rate:
+                return kind
+            u -= rate
+        return None
+
+
+class OpenAIError(RequestError):
+    """An error of the OpenAI-compatible routes (vLLM's error JSON)."""
+
+
+def _openai_validation(exc: RequestError) -> OpenAIError:
+    return OpenAIError(400, "BadRequestError", str(exc))
+
+
+def _openai_parameters(body: dict) -> dict:
+    """TGI `parameters` for an OpenAI completions/chat body (then validated as by TGI)."""
+    params: dict = {"details": True, "do_sample": True}
+    if body.get("max_tokens") is not None:
+        params["max_new_tokens"] = body["max_tokens"]
+    for name in ("seed", "top_p", "repetition_penalty"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    # OpenAI servers take temperature 0 (greedy) and top_k -1 (off); TGI's checks do not.
+    if body.get("temperature") not in (None, 0, 0.0):
+        params["temperature"] = body["temperature"]
+    if body.get("top_k") not in (None, -1, 0):
+        params["top_k"] = body["top_k"]
+    return params
+
+
 class DummyServer:
-    def __init__(self, model_id: str, latency_per_token: float, max_concurrent: int):
+    """The HTTP server.
+
+    `max_concurrent` requests are admitted (429 `overloaded` above, as TGI's
+    --max-concurrent-requests); `max_batch` of them (default: all) generate at once, the
+    others wait in a queue, as in TGI's batcher or vLLM's scheduler. `serve_info=False`
+    mimics vLLM/SGLang, which have no /info route.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        latency_per_token: float,
+        max_concurrent: int,
+        faults: Faults | None = None,
+        serve_info: bool = True,
+        info_extra: dict | None = None,
+        max_batch: int | None = None,
+    ):
         self.model_id = model_id
         self.latency_per_token = latency_per_token
         self.max_concurrent = max_concurrent
-        self.in_flight = 0
+        self.max_batch = max_batch or max_concurrent
+        self.faults = faults or Faults()
+        self.serve_info = serve_info
+        self.info_extra = info_extra or {}
+        self.in_flight = 0  # admitted: queued or generating
+        self.running = 0  # generating: the batch
+        self._batch = asyncio.Semaphore(self.max_batch)
+        self._seen: collections.Counter[str] = collections.Counter()
+        self._started = time.monotonic()
+        self._last_change = self._started
+        self._busy_seq_s = 0.0
+        self._first_request: float | None = None
+        self._last_done: float | None = None
+        # The last moment every slot was busy, and the integral then: what follows is the
+        # drain at the end of a shard (no request left to send).
+        self._last_full: float | None = None
+        self._busy_at_last_full = 0.0
         # Request counters, served at GET /stats so tests can see what was actually sent.
-        self.stats = {"requests": 0, "ok": 0, "overloaded": 0, "validation": 0, "tokens": 0}
+        self.stats = {
+            "requests": 0,
+            "ok": 0,
+            "overloaded": 0,
+            "validation": 0,
+            "tokens": 0,
+            "repeats": 0,
+            "disconnected": 0,
+            "peak_in_flight": 0,
+            "injected": {"overloaded": 0, "unavailable": 0, "reset": 0, "hang": 0},
+            "routes": {},
+        }
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.add_routes(
-            [
-                web.get("/health", self.health),
-                web.get("/info", self.info),
-                web.get("/stats", self.get_stats),
-                web.post("/generate", self.generate),
-                web.post("/", self.compat_generate),
-            ]
-        )
+        app = web.Application(client_max_size=16 * 2**20)
+        routes = [
+            web.get("/health", self.health),
+            web.get("/stats", self.get_stats),
+            web.get("/v1/models", self.models),
+            web.post("/generate", self.generate),
+            web.post("/", self.compat_generate),
+            web.post("/v1/completions", self.completions),
+            web.post("/v1/chat/completions", self.chat_completions),
+        ]
+        if self.serve_info:
+            routes.append(web.get("/info", self.info))
+        app.add_routes(routes)
         return app
+
+    # --- the saturation integral ----------------------------------------------------------
+
+    def _tick(self) -> float:
+        now = time.monotonic()
+        self._busy_seq_s += self.running * (now - self._last_change)
+        self._last_change = now
+        return now
+
+    def _start(self) -> None:
+        """A sequence joins the batch."""
+        now = self._tick()
+        if self._first_request is None:
+            self._first_request = now
+        self.running += 1
+        if self.running == self.max_batch:
+            self._last_full, self._busy_at_last_full = now, self._busy_seq_s
+
+    def _finish(self) -> None:
+        self._last_done = self._tick()
+        self.running -= 1
+
+    async def _generate(self, seconds: float) -> None:
+        """Hold a batch slot for `seconds` (waiting for one first)."""
+        async with self._batch:
+            self._start()
+            try:
+                if seconds > 0:
+                    await asyncio.sleep(seconds)
+            finally:
+                self._finish()
+
+    # --- plain routes ----------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
 
     async def info(self, request: web.Request) -> web.Response:
+        info = {
+            "model_id": self.model_id,
+            "model_sha": None,
+            "model_dtype": None,
+            "max_concurrent_requests": self.max_concurrent,
+            "max_input_tokens": MAX_INPUT_TOKENS,
+            "max_total_tokens": MAX_TOTAL_TOKENS,
+            "version": cosmopedia.__version__,
+            "sha": None,
+            "docker_label": None,
+            "engine": "dummy",
+            "latency_per_token_s": self.latency_per_token,
+        }
+        if self.max_batch != self.max_concurrent:
+            info["max_batch_size"] = self.max_batch
+        if self.faults.active:
+            info["faults"] = self.faults.as_dict()
+        return web.json_response({**info, **self.info_extra})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        """Counters, and `busy_seq_s`: the integral of in-flight sequences over `clock_s`
+        (seconds since start-up); `first_request_s`/`last_done_s` bound the busy period,
+        `last_full_s`/`busy_at_last_full_s` mark when all slots were last busy."""
+        now = self._tick()
+
+        def clock(t: float | None) -> float | None:
+            return None if t is None else t - self._started
+
         return web.json_response(
             {
-                "model_id": self.model_id,
-                "model_sha": None,
-                "model_dtype": None,
-                "max_concurrent_requests": self.max_concurrent,
-                "max_input_tokens": MAX_INPUT_TOKENS,
-                "max_total_tokens": MAX_TOTAL_TOKENS,
-                "version": cosmopedia.__version__,
-                "sha": None,
-                "docker_label": None,
-                "engine": "dummy",
-                "latency_per_token_s": self.latency_per_token,
+                **self.stats,
+                "in_flight": self.in_flight,
+                "running": self.running,
+                "admission_limit": self.max_concurrent,
+                "batch_capacity": self.max_batch,
+                "busy_seq_s": self._busy_seq_s,
+                "clock_s": now - self._started,
+                "first_request_s": clock(self._first_request),
+                "last_done_s": clock(self._last_done),
+                "last_full_s": clock(self._last_full),
+                "busy_at_last_full_s": self._busy_at_last_full,
+                "server": self.info_extra,
             }
         )
 
-    async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats, "in_flight": self.in_flight})
+    async def models(self, request: web.Request) -> web.Response:
+        card = {"id": self.model_id, "object": "model", "created": 0, "owned_by": "cosmopedia"}
+        card["max_model_len"] = MAX_TOTAL_TOKENS
+        return web.json_response({"object": "list", "data": [card]})
+
+    # --- generation routes -----------------------------------------------------------------
 
     async def generate(self, request: web.Request) -> web.Response:
-        return await self._handle(request, as_list=False)
+        return await self._handle(request, "generate")
 
     async def compat_generate(self, request: web.Request) -> web.Response:
-        return await self._handle(request, as_list=True)
+        return await self._handle(request, "compat")
 
-    async def _handle(self, request: web.Request, as_list: bool) -> web.Response:
+    async def completions(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "completions")
+
+    async def chat_completions(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "chat")
+
+    async def _handle(self, request: web.Request, api: str) -> web.Response:
+        openai = api in ("completions", "chat")
+        # Counted once its body is in: a client killed mid-send made no request.
+        raw = await request.read()
         self.stats["requests"] += 1
+        self.stats["routes"][api] = self.stats["routes"].get(api, 0) + 1
+        request_hash = hashlib.sha256(api.encode() + b"\0" + raw).hexdigest()
+        occurrence = self._seen[request_hash]
+        self._seen[request_hash] += 1
+        self.stats["repeats"] += occurrence > 0
+        if self.faults.crash_after and self.stats["requests"] >= self.faults.crash_after:
+            print(
+                f"dummy engine: simulated crash at request {self.stats['requests']}",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(CRASH_EXIT_CODE)
         # TGI rejects at once, rather than queueing, above its concurrency limit.
         if self.in_flight >= self.max_concurrent:
             self.stats["overloaded"] += 1
-            return _error(RequestError(429, "overloaded", "Model is overloaded"))
+            return _error(RequestError(429, "overloaded", "Model is overloaded"), openai)
+        fault = self.faults.draw(request_hash, occurrence)
+        if fault is not None:
+            self.stats["injected"][fault] += 1
+        if fault == "overloaded":
+            return _error(RequestError(429, "overloaded", "Model is overloaded"), openai)
+        if fault == "unavailable":
+            return _error(RequestError(503, "unavailable", "Service unavailable"), openai)
+        if fault == "reset":
+            _reset_connection(request)
+            return web.Response(status=500)  # never delivered: the connection is gone
+
         self.in_flight += 1
+        self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self.in_flight)
         try:
+            if fault == "hang":
+                # A stuck sequence: it answers nothing until the client gives up (the
+                # handler is then cancelled).
+                await self._generate(MAX_HANG_S)
+                return web.Response(status=504)
             try:
-                body = await request.json()
-            except json.JSONDecodeError:
+                body = json.loads(raw) if raw else None
+            except ValueError:
                 body = None
-            inputs, params, max_new_tokens, seed = parse_request(body)
+            if api == "chat":
+                inputs, params, max_new_tokens, seed = self._parse_chat(body)
+            elif api == "completions":
+                inputs, params, max_new_tokens, seed = self._parse_completions(body)
+            else:
+                inputs, params, max_new_tokens, seed = parse_request(body)
             text, n_tokens, finish_reason = generate_text(inputs, seed, max_new_tokens)
-            if self.latency_per_token > 0:
-                await asyncio.sleep(self.latency_per_token * n_tokens)
+            await self._generate(self.latency_per_token * n_tokens)
         except RequestError as exc:
-            self.stats[exc.error_type] = self.stats.get(exc.error_type, 0) + 1
-            return _error(exc)
+            self.stats["validation"] += exc.status in (400, 422)
+            return _error(exc, openai)
+        except asyncio.CancelledError:
+            self.stats["disconnected"] += 1  # the client left (timeout, killed job)
+            raise
         finally:
             self.in_flight -= 1
 
         self.stats["ok"] += 1
         self.stats["tokens"] += n_tokens
+        prompt_tokens = count_tokens(inputs)
+        if openai:
+            return self._openai_response(api, text, n_tokens, prompt_tokens, finish_reason)
         if params.get("return_full_text"):
             text = inputs + text
         response: dict = {"generated_text": text}
@@ -399,15 +666,170 @@ class DummyServer:
                 "prefill": [],
                 "tokens": [],
             }
-        headers = {
-            "x-generated-tokens": str(n_tokens),
-            "x-prompt-tokens": str(count_tokens(inputs)),
+        headers = {"x-generated-tokens": str(n_tokens), "x-prompt-tokens": str(prompt_tokens)}
+        return web.json_response([response] if api == "compat" else response, headers=headers)
+
+    def _check_openai_body(self, body) -> dict:
+        if not isinstance(body, dict):
+            raise OpenAIError(400, "BadRequestError", "the request body must be a JSON object")
+        model = body.get("model")
+        if model is not None and model != self.model_id:
+            raise OpenAIError(404, "NotFoundError", f"The model `{model}` does not exist.")
+        if body.get("stream"):
+            raise OpenAIError(400, "BadRequestError", "the dummy engine does not stream")
+        if body.get("n") not in (None, 1):
+            raise OpenAIError(400, "BadRequestError", "the dummy engine answers n=1 only")
+        return body
+
+    def _parse_completions(self, body) -> tuple[str, dict, int, int | None]:
+        body = self._check_openai_body(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise OpenAIError(400, "BadRequestError", "`prompt` must be a string")
+        try:
+            return parse_request({"inputs": prompt, "parameters": _openai_parameters(body)})
+        except RequestError as exc:
+            raise _openai_validation(exc) from None
+
+    def _parse_chat(self, body) -> tuple[str, dict, int, int | None]:
+        body = self._check_openai_body(body)
+        messages = body.get("messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(
+                isinstance(m, dict)
+                and m.get("role") in CHAT_ROLES
+                and isinstance(m.get("content"), str)
+                for m in messages
+            )
+        ):
+            raise OpenAIError(
+                400, "BadRequestError", "`messages` must be a non-empty list of role/content"
+            )
+        if not any(m["content"].strip() for m in messages):
+            raise OpenAIError(400, "BadRequestError", "the messages have no content")
+        prompt = apply_chat_template(messages)
+        try:
+            return parse_request({"inputs": prompt, "parameters": _openai_parameters(body)})
+        except RequestError as exc:
+            raise _openai_validation(exc) from None
+
+    def _openai_response(
+        self, api: str, text: str, n_tokens: int, prompt_tokens: int, finish_reason: str
+    ) -> web.Response:
+        reason = "length" if finish_reason == "length" else "stop"
+        choice: dict = {"index": 0, "logprobs": None, "finish_reason": reason}
+        if api == "chat":
+            choice["message"] = {"role": "assistant", "content": text}
+            kind, prefix = "chat.completion", "chatcmpl"
+        else:
+            choice["text"] = text
+            kind, prefix = "text_completion", "cmpl"
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": n_tokens,
+            "total_tokens": prompt_tokens + n_tokens,
         }
-        return web.json_response([response] if as_list else response, headers=headers)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        return web.json_response(
+            {
+                "id": f"{prefix}-{digest}",
+                "object": kind,
+                "created": 0,
+                "model": self.model_id,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
 
 
-def _error(exc: RequestError) -> web.Response:
+def _reset_connection(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, as a crashing proxy or engine would."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER on, timeout 0: close() sends RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _error(exc: RequestError, openai: bool = False) -> web.Response:
+    if openai:
+        kind = exc.error_type if isinstance(exc, OpenAIError) else exc.error_type.title()
+        body = {"error": {"message": str(exc), "type": kind, "param": None, "code": exc.status}}
+        return web.json_response(body, status=exc.status)
     return web.json_response({"error": str(exc), "error_type": exc.error_type}, status=exc.status)
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def add_engine_options(parser, prefix: str = "") -> None:
+    """Simulation options; `prefix` ("dummy-") keeps them apart from a mimicked engine's."""
+    parser.add_argument(
+        f"--{prefix}latency-per-token",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds slept per generated token (makes concurrency observable)",
+    )
+    parser.add_argument(f"--{prefix}fault-seed", type=int, default=0, metavar="N")
+    for name, what in (
+        ("429", "answer 429 overloaded"),
+        ("503", "answer 503 unavailable"),
+        ("reset", "reset the connection"),
+        ("hang", "never answer (until the client leaves)"),
+    ):
+        parser.add_argument(
+            f"--{prefix}fault-{name}",
+            type=float,
+            default=0.0,
+            metavar="RATE",
+            help=f"share of requests to {what}",
+        )
+    parser.add_argument(
+        f"--{prefix}crash-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"exit with code {CRASH_EXIT_CODE} when request N arrives (0: never)",
+    )
+    parser.add_argument(
+        f"--{prefix}startup-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds before the port opens (loading the model)",
+    )
+    parser.add_argument(
+        f"--{prefix}startup-fatal",
+        default=None,
+        metavar="LINE",
+        help="print LINE at start-up, then hang without ever serving (a fatal start error)",
+    )
+
+
+def engine_options(args, prefix: str = "") -> dict:
+    """The simulation options parsed by `add_engine_options`, without the prefix."""
+    attr = prefix.replace("-", "_")
+    get = lambda name: getattr(args, f"{attr}{name}")  # noqa: E731
+    faults = Faults(
+        seed=get("fault_seed"),
+        rate_429=get("fault_429"),
+        rate_503=get("fault_503"),
+        rate_reset=get("fault_reset"),
+        rate_hang=get("fault_hang"),
+        crash_after=get("crash_after"),
+    )
+    return {
+        "latency_per_token": get("latency_per_token"),
+        "faults": faults,
+        "startup_delay": get("startup_delay"),
+        "startup_fatal": get("startup_fatal"),
+    }
 
 
 def add_arguments(name: str, parser) -> None:
@@ -415,30 +837,64 @@ def add_arguments(name: str, parser) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-id", default="cosmopedia/dummy")
     parser.add_argument(
-        "--latency-per-token",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds slept per generated token (makes concurrency observable)",
-    )
-    parser.add_argument(
         "--max-concurrent",
         type=int,
         default=128,
         metavar="N",
         help="requests in flight above which the server answers 429 overloaded",
     )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sequences generated at once, the other admitted requests queue (0: all)",
+    )
+    add_engine_options(parser)
+
+
+def serve(
+    server: DummyServer,
+    host: str,
+    port: int,
+    startup_delay: float = 0.0,
+    startup_fatal: str | None = None,
+) -> None:
+    """Run `server` until SIGTERM/SIGINT (after the simulated start-up)."""
+    if startup_fatal is not None:
+        print(startup_fatal, flush=True)
+        time.sleep(MAX_HANG_S)
+        return
+    if startup_delay > 0:
+        time.sleep(startup_delay)
+    log.info("dummy engine serving %s on http://%s:%d", server.model_id, host, port)
+    # run_app stops cleanly on SIGTERM/SIGINT, as a real engine should under a sidecar.
+    # Handlers are cancelled when their client disconnects (a timeout, a killed job), so a
+    # hung or abandoned request does not hold a sequence slot forever.
+    web.run_app(
+        server.app(),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+    )
 
 
 def main(args) -> int:
     from cosmopedia.cli import CliError
 
-    if args.latency_per_token < 0:
+    options = engine_options(args)
+    if options["latency_per_token"] < 0:
         raise CliError("--latency-per-token must be >= 0")
-    if args.max_concurrent < 1:
-        raise CliError("--max-concurrent must be >= 1")
-    server = DummyServer(args.model_id, args.latency_per_token, args.max_concurrent)
-    log.info("dummy engine serving %s on http://%s:%d", args.model_id, args.host, args.port)
-    # run_app stops cleanly on SIGTERM/SIGINT, as a real engine should under a sidecar.
-    web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log=None)
+    if args.max_concurrent < 1 or args.max_batch < 0:
+        raise CliError("--max-concurrent must be >= 1 and --max-batch >= 0")
+    server = DummyServer(
+        args.model_id,
+        options["latency_per_token"],
+        args.max_concurrent,
+        options["faults"],
+        max_batch=args.max_batch or None,
+    )
+    serve(server, args.host, args.port, options["startup_delay"], options["startup_fatal"])
     return 0

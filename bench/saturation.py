@@ -1,0 +1,273 @@
+"""Engine saturation: how busy does each client keep an engine over a whole shard?
+
+    .venv/bin/python bench/saturation.py [--rows 3000] [--capacity 16] [--latency 0.0004]
+
+Runs the dummy engine as TGI works: a batch of C sequences generating at once, A >= C
+requests admitted (--max-concurrent-requests; the others queue for the batch, 429 above
+A), a time per generated token, Cosmopedia's output lengths (log-normal around 500 tokens,
+a long tail cut at max_new_tokens=2500, 8% short texts). It sends the engine one shard
+twice, each time to a fresh server:
+
+* this client: `cosmopedia generate` (`generate.run`, engine `endpoint`): one stream with
+  min(concurrency, /info max_concurrent_requests) = A requests in flight, the next row
+  sent as soon as one finishes;
+* the seed's pattern (Cosmopedia's generation script over llm-swarm): the prompts in
+  chunks of 1,000, `asyncio.gather` per chunk, a semaphore of A requests; each chunk
+  waits for its slowest request before the next one starts.
+
+Saturation = time-averaged sequences generating / C over the busy period (first sequence
+to last answer), from the dummy's /stats integral. Prints both and the ratio, plus the
+steady state (until the batch was last full) and the drain after it. With `--admission`
+equal to `--capacity` (no queue) every client turnaround leaves a slot idle, which on a
+loaded machine costs a few percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+from huggingface_hub import AsyncInferenceClient
+
+from cosmopedia import generate
+from cosmopedia.engines.sidecar import Sidecar
+from cosmopedia.seeding import derive_seed
+
+DATASET_VERSION = "bench/v0"
+WORDS = [
+    "river",
+    "mountain",
+    "history",
+    "science",
+    "music",
+    "garden",
+    "ocean",
+    "planet",
+    "library",
+    "engine",
+    "harbor",
+    "forest",
+    "market",
+    "bridge",
+    "castle",
+    "desert",
+    "island",
+    "valley",
+    "machine",
+    "theory",
+]
+SAMPLING = {
+    "max_new_tokens": 2500,
+    "temperature": 0.6,
+    "top_p": 0.95,
+    "top_k": 50,
+    "repetition_penalty": 1.2,
+}
+
+
+def write_prompts(path: Path, rows: int) -> pl.DataFrame:
+    records = []
+    for i in range(rows):
+        rng = random.Random(i)
+        extract = " ".join(
+            f"The {rng.choice(WORDS)} near the {rng.choice(WORDS)} is known for its "
+            f"{rng.choice(WORDS)} and {rng.choice(WORDS)}."
+            for _ in range(rng.randint(2, 6))
+        )
+        records.append(
+            {
+                "id": f"bench-{i:06d}",
+                "source": "bench",
+                "family": "web_samples",
+                "prompt": f'Here is an extract: "{extract}".\n\nWrite a blog post.',
+                "seed_data": extract,
+                "format": "blogpost",
+                "audience": "general",
+            }
+        )
+    df = pl.DataFrame(records)
+    df.write_parquet(path)
+    return df
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def saturation(s: dict) -> tuple[float, float, float]:
+    """(saturation, busy period in seconds, steady-state saturation) of one shard's server.
+
+    The steady state ends when all slots were last busy; after it comes the drain, when
+    the last (longest) requests finish and no row is left to send.
+    """
+    period = s["last_done_s"] - s["first_request_s"]
+    steady_period = s["last_full_s"] - s["first_request_s"]
+    steady = s["busy_at_last_full_s"] / (s["batch_capacity"] * steady_period)
+    return s["busy_seq_s"] / (s["batch_capacity"] * period), period, steady
+
+
+def dummy(capacity: int, admission: int, latency: float, log_path: Path) -> Sidecar:
+    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command += ["--port", "{port}", "--max-concurrent", str(admission)]
+    command += ["--max-batch", str(capacity), "--latency-per-token", str(latency)]
+    return Sidecar(command, log_path, startup_timeout_s=60, smoke=None)
+
+
+def this_client(url: str, prompts: Path, work: Path, admission: int) -> None:
+    settings = {
+        "dataset_version": DATASET_VERSION,
+        "engine": "endpoint",
+        "api": None,
+        "endpoint_url": url,
+        "model": "cosmopedia/dummy",
+        "revision": "0",
+        "chat_template": None,
+        "instances": 1,
+        "gpus_per_instance": 1,
+        "concurrency": 8 * admission,  # more than the engine admits: /info caps it
+        "request_timeout_s": 900,
+        "max_retries": 6,
+        "backoff_base_s": 0.5,
+        "backoff_max_s": 30,
+        "startup_timeout_s": 60,
+        "checkpoint_every": 64,
+        "server": {
+            "max_concurrent_requests": admission,
+            "max_input_tokens": 4096,
+            "max_total_tokens": 8192,
+            "launcher": "native",
+            "image": None,
+            "image_digest": None,
+            "mounts": [],
+            "launcher_args": [],
+            "program": None,
+            "extra_args": [],
+            "env": {},
+            "fatal_log_patterns": None,
+            "stop_grace_s": 10,
+        },
+        "sampling": SAMPLING,
+        "dummy": {
+            "latency_per_token_s": 0.0,
+            "max_concurrent": admission,
+            "max_batch": None,
+            "faults": {
+                "seed": 0,
+                "rate_429": 0.0,
+                "rate_503": 0.0,
+                "rate_reset": 0.0,
+                "rate_hang": 0.0,
+                "crash_after": 0,
+            },
+        },
+    }
+    prov = generate.run(
+        str(prompts),
+        str(work / "ours.parquet"),
+        str(work / "ours.provenance.json"),
+        str(work / "ours.checkpoint.jsonl"),
+        str(work / "ours.engine.log"),
+        settings,
+    )
+    # Texts cut at max_new_tokens count as failed in the report; requests must not fail.
+    assert set(prov["failures_by_cause"]) <= {"length"}, prov["failures_by_cause"]
+    assert prov["client"]["concurrency"] == admission, prov["client"]
+
+
+async def seed_pattern(url: str, df: pl.DataFrame, admission: int, chunk: int) -> int:
+    """Chunks of `chunk` prompts, a gather per chunk, at most `admission` in flight."""
+    client = AsyncInferenceClient(base_url=url, api_key="EMPTY", timeout=900)
+    semaphore = asyncio.Semaphore(admission)
+    tokens = 0
+
+    async def one(row_id: str, prompt: str) -> int:
+        async with semaphore:
+            output = await client.text_generation(
+                prompt,
+                details=True,
+                do_sample=True,
+                seed=derive_seed(DATASET_VERSION, row_id),
+                **SAMPLING,
+            )
+            return output.details.generated_tokens
+
+    rows = list(zip(df["id"].to_list(), df["prompt"].to_list(), strict=True))
+    try:
+        for start in range(0, len(rows), chunk):
+            done = await asyncio.gather(*(one(i, p) for i, p in rows[start : start + chunk]))
+            tokens += sum(done)
+    finally:
+        await client.close()
+    return tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=3000, help="prompts in the shard")
+    parser.add_argument("--capacity", type=int, default=16, help="batch: sequences (C)")
+    parser.add_argument(
+        "--admission", type=int, default=None, help="requests admitted (A), default 2 C"
+    )
+    parser.add_argument("--latency", type=float, default=0.0004, help="seconds per token")
+    parser.add_argument("--chunk", type=int, default=1000, help="seed pattern's chunk size")
+    parser.add_argument("--target", type=float, default=0.97, help="saturation to reach")
+    args = parser.parse_args(argv)
+    admission = args.admission or 2 * args.capacity
+    logging.basicConfig(level=logging.WARNING)
+    generate._use_plain_http_client(
+        {"concurrency": 8 * admission, "engine": "endpoint"}
+    )  # also for the seed pattern's AsyncInferenceClient (HF_HUB_OFFLINE-proof, no proxy)
+
+    with tempfile.TemporaryDirectory(prefix="saturation-") as tmp:
+        work = Path(tmp)
+        prompts = work / "prompts.parquet"
+        df = write_prompts(prompts, args.rows)
+        print(
+            f"shard: {args.rows} prompts; engine: batch of {args.capacity} sequences, "
+            f"{admission} admitted, "
+            f"{args.latency * 1000:g} ms/token, max_new_tokens {SAMPLING['max_new_tokens']}",
+            flush=True,
+        )
+        results = {}
+        started = time.monotonic()
+        with dummy(args.capacity, admission, args.latency, work / "ours.log") as server:
+            this_client(server.url, prompts, work, admission)
+            results["this client"] = stats(server.url)
+        with dummy(args.capacity, admission, args.latency, work / "seed.log") as server:
+            asyncio.run(seed_pattern(server.url, df, admission, args.chunk))
+            results[f"seed pattern (chunks of {args.chunk})"] = stats(server.url)
+        elapsed = time.monotonic() - started
+
+    print(
+        f"{'client':<32} {'saturation':>10} {'steady':>7} {'drain':>6} {'busy period':>12} "
+        f"{'requests':>9} {'429s':>5}"
+    )
+    sat = {}
+    for name, s in results.items():
+        sat[name], period, steady = saturation(s)
+        drain = s["last_done_s"] - s["last_full_s"]
+        print(
+            f"{name:<32} {sat[name]:>10.4f} {steady:>7.4f} {drain:>5.1f}s {period:>11.1f}s "
+            f"{s['requests']:>9} {s['overloaded']:>5}"
+        )
+    ours, seed = sat.values()
+    print(f"ratio (this client / seed pattern): {ours / seed:.3f}")
+    print(f"bench wall time: {elapsed:.0f} s")
+    if ours < args.target:
+        print(f"this client is below the {args.target} target", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The client side of the engine protocols: `await route.generate(prompt, seed)`.
+
+Three routes, one per protocol, chosen from `generation.api` and `generation.chat_template`:
+
+* `/generate` (TGI's native API, engines `tgi`, `dummy`, TGI endpoints): huggingface_hub's
+  `AsyncInferenceClient.text_generation(details=True)`, which takes every Cosmopedia
+  sampling parameter (top_k, repetition_penalty, a per-request seed) and reports
+  `finish_reason` and `generated_tokens`.
+* `/v1/completions` (vLLM, SGLang, OpenAI-compatible endpoints): huggingface_hub has no
+  method for OpenAI text completions (its `chat_completion` is chat only), so this is one
+  JSON POST through httpx2, the HTTP library huggingface_hub itself uses. vLLM and SGLang
+  take top_k, repetition_penalty and seed as extra fields of this route.
+* `/v1/chat/completions` (`chat_template: server`): `AsyncInferenceClient.chat_completion`,
+  the engine applies the model's own template. top_k and repetition_penalty go as extra
+  fields; TGI's chat route ignores them (its ChatRequest has neither), which is recorded.
+
+Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
+`EngineHTTPError` with the status) for `generate.classify`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx2
+from huggingface_hub import AsyncInferenceClient
+
+# Sent as the bearer token to sidecar engines: the job's HF token has no business there
+# (huggingface_hub would otherwise send it to any URL).
+NO_TOKEN = "EMPTY"
+ERROR_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Output:
+    text: str | None
+    tokens: int | None
+    finish_reason: str
+
+
+class EngineHTTPError(Exception):
+    """An HTTP error answer of an OpenAI-compatible route."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class ProtocolError(RuntimeError):
+    """The engine answered 200 with something this route cannot read: a wiring error."""
+
+
+class Route:
+    name = ""
+    ignored_sampling: tuple[str, ...] = ()
+
+    def __init__(self, base_url: str, model: str, sampling: dict, token: str | None, timeout):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.sampling = sampling
+        self.token = token
+        self.timeout = timeout
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class TgiGenerate(Route):
+    name = "/generate"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.client = AsyncInferenceClient(
+            base_url=self.base_url, api_key=self.token, timeout=self.timeout
+        )
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        s = self.sampling
+        output = await self.client.text_generation(
+            prompt,
+            details=True,
+            seed=seed,
+            do_sample=True,
+            max_new_tokens=s["max_new_tokens"],
+            temperature=s["temperature"],
+            top_p=s["top_p"],
+            top_k=s["top_k"],
+            repetition_penalty=s["repetition_penalty"],
+        )
+        if output.details is None:
+            raise ProtocolError("the engine returned no details: is it a TGI-protocol server?")
+        return Output(
+            output.generated_text,
+            output.details.generated_tokens,
+            str(output.details.finish_reason),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class ChatCompletions(Route):
+    name = "/v1/chat/completions"
+
+    def __init__(self, *args, tgi: bool = False):
+        super().__init__(*args)
+        self.client = AsyncInferenceClient(
+            base_url=self.base_url, api_key=self.token, timeout=self.timeout
+        )
+        self.ignored_sampling = ("top_k", "repetition_penalty") if tgi else ()
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        s = self.sampling
+        extra = {k: s[k] for k in ("top_k", "repetition_penalty") if k not in self.ignored_sampling}
+        output = await self.client.chat_completion(
+            messages=[{"role": "user", "content": prompt}],
+            model=self.model,
+            max_tokens=s["max_new_tokens"],
+            seed=seed,
+            temperature=s["temperature"],
+            top_p=s["top_p"],
+            extra_body=extra or None,
+        )
+        if not output.choices:
+            raise ProtocolError("the engine returned no choices")
+        choice = output.choices[0]
+        tokens = output.usage.completion_tokens if output.usage is not None else None
+        return Output(choice.message.content, tokens, str(choice.finish_reason))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class Completions(Route):
+    name = "/v1/completions"
+
+    def __init__(self, *args, http: httpx2.AsyncClient):
+        super().__init__(*args)
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        s = self.sampling
+        payload = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": s["max_new_tokens"],
+            "temperature": s["temperature"],
+            "top_p": s["top_p"],
+            "top_k": s["top_k"],
+            "repetition_penalty": s["repetition_penalty"],
+            "seed": seed,
+            "stream": False,
+        }
+        response = await self.http.post(
+            f"{self.base_url}/v1/completions",
+            json=payload,
+            headers=self.headers,
+            timeout=self.timeout,
+        )
+        if response.status_code >= 400:
+            raise EngineHTTPError(response.status_code, _error_message(response))
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            usage = body.get("usage") or {}
+            return Output(
+                choice["text"], usage.get("completion_tokens"), str(choice["finish_reason"])
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProtocolError(f"unreadable /v1/completions answer: {exc!r}") from exc
+
+
+def _error_message(response: httpx2.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:ERROR_MESSAGE_CHARS]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):  # OpenAI / vLLM: {"error": {"message": ...}}
+        return str(error.get("message"))[:ERROR_MESSAGE_CHARS]
+    if isinstance(body, dict) and "message" in body:  # older vLLM: {"object": "error", ...}
+        return str(body["message"])[:ERROR_MESSAGE_CHARS]
+    return str(error if error is not None else body)[:ERROR_MESSAGE_CHARS]
+
+
+def make_route(
+    api: str,
+    chat_server: bool,
+    base_url: str,
+    model: str,
+    sampling: dict,
+    token: str | None,
+    timeout: float,
+    http: httpx2.AsyncClient,
+) -> Route:
+    args = (base_url, model, sampling, token, timeout)
+    if chat_server:
+        return ChatCompletions(*args, tgi=api == "tgi")
+    if api == "openai":
+        return Completions(*args, http=http)
+    return TgiGenerate(*args)
+
+
+def route_name(api: str, chat_server: bool) -> str:
+    if chat_server:
+        return ChatCompletions.name
+    return Completions.name if api == "openai" else TgiGenerate.name

@@ -1,0 +1,142 @@
+"""The chat template a prompt goes through, without any Hub access from the job.
+
+`generation.chat_template` is one of
+
+* null: prompts are sent as they are (a base model, or prompts already formatted);
+* a path to a Jinja template file (e.g. copied from the model's tokenizer_config.json):
+  the client renders each prompt as one user turn and sends the text, so every engine sees
+  the same bytes and keeps every sampling parameter (TGI's /generate, /v1/completions);
+* "server": prompts go as chat messages to `/v1/chat/completions` and the engine applies
+  the template of the model it loaded. Its hash is read from the local Hugging Face cache
+  (the weights were downloaded there beforehand) or the model folder; null if not found.
+
+Rendering follows transformers' conventions (sandboxed Jinja, `trim_blocks`,
+`lstrip_blocks`, `raise_exception`, `add_generation_prompt=True`) with `bos_token` and
+`eos_token` empty: TGI, vLLM and SGLang add the BOS token themselves when they tokenize
+the text, so rendering it too would double it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER = "server"
+TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json")
+
+
+class ChatTemplateError(ValueError):
+    """The configured chat template cannot be used."""
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    mode: str | None  # None (raw prompts), "file" or "server"
+    sha256: str | None = None
+    source: str | None = None
+    text: str | None = None
+
+    def render(self, prompt: str) -> str:
+        """The text sent for `prompt` (unchanged unless a template file is used)."""
+        if self.mode != "file":
+            return prompt
+        return _compiled(self.text).render(
+            messages=[{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            bos_token="",
+            eos_token="",
+        )
+
+    def record(self) -> dict | None:
+        """For provenance (None for raw prompts)."""
+        if self.mode is None:
+            return None
+        return {"mode": self.mode, "sha256": self.sha256, "source": self.source}
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled(text: str):
+    if text not in _COMPILED:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        _COMPILED[text] = env.from_string(text)
+    return _COMPILED[text]
+
+
+def _template_from_config(path: Path) -> str | None:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):  # named templates: the default one
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _read_template(path: Path) -> str | None:
+    if path.name.endswith(".jinja"):
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError:
+            return None
+    return _template_from_config(path)
+
+
+def find_model_template(model: str, revision: str) -> tuple[str | None, str | None]:
+    """(template text, where it was found) of a model folder or a locally cached model."""
+    if os.path.isdir(model):
+        for name in TEMPLATE_FILES:
+            text = _read_template(Path(model) / name)
+            if text is not None:
+                return text, f"{Path(model).name}/{name}"
+        return None, None
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in TEMPLATE_FILES:
+        try:
+            cached = try_to_load_from_cache(model, name, revision=revision)
+        except ValueError:  # not a valid repository id
+            return None, None
+        if isinstance(cached, str):
+            text = _read_template(Path(cached))
+            if text is not None:
+                return text, f"hf-cache:{model}@{revision}/{name}"
+    return None, None
+
+
+def load(setting: str | None, model: str, revision: str) -> ChatTemplate:
+    if setting is None:
+        return ChatTemplate(None)
+    if setting == SERVER:
+        text, source = find_model_template(model, revision)
+        if text is None:
+            return ChatTemplate(SERVER, None, "engine (not found in the local cache)")
+        return ChatTemplate(SERVER, sha256_text(text), source)
+    path = Path(setting)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ChatTemplateError(f"chat_template {setting!r}: {exc}") from exc
+    template = ChatTemplate("file", sha256_text(text), path.name, text)
+    try:
+        template.render("test")
+    except Exception as exc:  # noqa: BLE001 (any Jinja error)
+        raise ChatTemplateError(f"chat_template {setting!r} does not render: {exc}") from exc
+    return template

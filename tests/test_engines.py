@@ -1,0 +1,308 @@
+"""Engines behind one interface: the TGI, vLLM and SGLang launch templates run with the
+dummy as their program (`cosmopedia.engines.mimic`), several instances per job with the
+least-loaded spreading, the OpenAI-compatible routes, chat templates, image digests and
+redaction. Real subprocesses and real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from cosmopedia import cli, generate
+from cosmopedia.engines import launch
+from cosmopedia.engines.dummy import CHAT_TEMPLATE, apply_chat_template, generate_text
+from cosmopedia.seeding import derive_seed
+from test_generate import (
+    SETTINGS,
+    cli_args,
+    job_paths,
+    run_cli,
+    settings,
+    start_job,
+    write_prompts,
+)
+
+MIMIC = [sys.executable, "-m", "cosmopedia.engines.mimic"]
+LATENCY = ["--dummy-latency-per-token", "0.0002"]
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.parquet"
+    return path, write_prompts(path, n=24)
+
+
+def expected_texts(df: pl.DataFrame, chat: bool = False) -> dict[str, tuple[str, int]]:
+    """The dummy's text and token count of every row, from the pure function."""
+    texts = {}
+    for row_id, prompt in zip(df["id"], df["prompt"], strict=True):
+        sent = apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
+        text, tokens, _ = generate_text(sent, derive_seed("test/v0", row_id), 2500)
+        texts[row_id] = (text, tokens)
+    return texts
+
+
+def output_texts(path) -> dict[str, tuple[str, int]]:
+    out = pl.read_parquet(path)
+    return {r["id"]: (r["text"], r["text_token_length"]) for r in out.iter_rows(named=True)}
+
+
+def test_tgi_template_two_instances_on_their_own_gpus(prompts, tmp_path, monkeypatch):
+    path, df = prompts
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    # Two TGI servers x 2 GPUs, 3 sequences each: the client keeps 6 in flight, and a
+    # request sent to a full server would be answered 429 (a retry): there must be none.
+    config = settings(
+        engine="tgi",
+        instances=2,
+        gpus_per_instance=2,
+        concurrency=64,
+        server={
+            "program": [*MIMIC, "tgi"],
+            "extra_args": LATENCY,
+            "max_concurrent_requests": 3,
+        },
+    )
+    code, paths = run_cli(tmp_path, "tgi", path, config)
+    assert code == 0
+    assert output_texts(paths["output"]) == expected_texts(df)
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["retries"] == 0 and prov["failed"] == 0
+    assert prov["client"]["concurrency"] == 6 and prov["client"]["engine_capacity"] == 6
+
+    engine = prov["engine"]
+    assert (engine["kind"], engine["api"], engine["route"]) == ("tgi", "tgi", "/generate")
+    assert engine["info"]["mimic"] == "tgi" and engine["image"] is None
+    command = engine["command"]
+    assert command[:4] == ["python", "-m", "cosmopedia.engines.mimic", "tgi"]
+    assert command[4:] == [*launch.ARGUMENTS["tgi"], *LATENCY]
+    assert command[command.index("--usage-stats") :][:2] == ["--usage-stats", "off"]
+
+    instances = prov["instances"]
+    assert [i["gpus"] for i in instances] == [["4", "5"], ["6", "7"]]
+    assert [i["env"]["CUDA_VISIBLE_DEVICES"] for i in instances] == ["4,5", "6,7"]
+    assert all(i["requests"] > 0 for i in instances)
+    assert sum(i["requests"] for i in instances) == 24
+
+    def flag(instance, name):
+        return instance["command"][instance["command"].index(name) + 1]
+
+    for name in ("--port", "--master-port", "--prometheus-port", "--shard-uds-path"):
+        assert flag(instances[0], name) != flag(instances[1], name), name
+    for instance in instances:  # the shard sockets are gone with the servers
+        uds = flag(instance, "--shard-uds-path")
+        assert not [f for f in os.listdir("/tmp") if f.startswith(os.path.basename(uds))]
+    log_text = paths["engine_log"].read_text()
+    assert "[0] mimic tgi: CUDA_VISIBLE_DEVICES=4,5 shards=2" in log_text
+    assert "[1] mimic tgi: CUDA_VISIBLE_DEVICES=6,7 shards=2" in log_text
+
+
+def test_least_loaded_instance_gets_the_next_request():
+    instances = [generate.Instance(0, "a", 4, None), generate.Instance(1, "b", 2, None)]
+    stream = generate.Stream(SETTINGS, instances, 6, None, 0, 0)
+
+    def send() -> int:
+        instance = stream._pick()
+        instance.in_flight += 1
+        instance.sent += 1
+        return instance.index
+
+    assert [send() for _ in range(6)] == [0, 1, 0, 1, 0, 0]  # by load, then by use
+    assert [i.in_flight for i in instances] == [4, 2]  # each exactly at its capacity
+    instances[1].in_flight -= 1  # a request on the smaller server finishes
+    assert send() == 1
+
+
+def fake_apptainer(bin_dir) -> None:
+    """An `apptainer` that checks `exec --nv [--bind X]... IMAGE` and runs the command."""
+    bin_dir.mkdir()
+    script = bin_dir / "apptainer"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = sys.argv[1:]\n"
+        "assert args.pop(0) == 'exec'\n"
+        "flags = []\n"
+        "while args[0].startswith('--'):\n"
+        "    flag = args.pop(0)\n"
+        "    flags.append(flag if flag != '--bind' else f'{flag} {args.pop(0)}')\n"
+        "image = args.pop(0)\n"
+        "if not os.path.isfile(image):\n"
+        "    sys.exit(f'FATAL: no image {image}')\n"
+        "print(f'fake apptainer: {os.path.basename(image)} {flags}', flush=True)\n"
+        "os.execvp(args[0], args)\n"
+    )
+    script.chmod(0o755)
+
+
+def test_vllm_template_in_an_apptainer_image(prompts, tmp_path, monkeypatch):
+    path, df = prompts
+    fake_apptainer(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    image = tmp_path / "images" / "vllm-0.11.sif"
+    image.parent.mkdir()
+    image.write_bytes(b"not really a SIF image" * 1000)
+    mount = f"{tmp_path / 'cache'}:/data"
+    config = settings(
+        engine="vllm",
+        concurrency=64,
+        server={
+            "launcher": "apptainer",
+            "image": str(image),
+            "mounts": [mount],
+            "program": [*MIMIC, "vllm"],
+            "extra_args": LATENCY,
+            "max_concurrent_requests": 4,
+            "env": {"HF_HUB_OFFLINE": "1"},
+        },
+    )
+    code, paths = run_cli(tmp_path, "vllm", path, config)
+    assert code == 0
+    texts = output_texts(paths["output"])
+    assert texts == expected_texts(df)
+    assert set(pl.read_parquet(paths["output"])["finish_reason"]) <= {"stop", "length"}
+    prov = json.loads(paths["provenance"].read_text())
+    engine = prov["engine"]
+    assert (engine["api"], engine["route"], engine["info"]) == ("openai", "/v1/completions", None)
+    assert engine["command"][:6] == ["apptainer", "exec", "--nv", "--bind", mount, "{image}"]
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert engine["image"] == {"name": "vllm-0.11.sif", "digest": f"sha256:{digest}"}
+    # vLLM has no /info: the capacity is the --max-num-seqs the job passed.
+    assert prov["client"]["concurrency"] == 4
+    assert prov["instances"][0]["env"] == {"HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "0"}
+    assert "fake apptainer: vllm-0.11.sif ['--nv', '--bind " in paths["engine_log"].read_text()
+
+
+def test_sglang_chat_template_from_the_server_equals_the_template_file(prompts, tmp_path):
+    path, df = prompts
+    # The model's template sits in a local Hugging Face cache, as after a pre-download.
+    snapshot = tmp_path / "hub" / "models--cosmopedia--dummy" / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    template_sha = hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()
+
+    config = settings(
+        engine="sglang",
+        revision=REVISION,
+        chat_template="server",
+        server={"program": [*MIMIC, "sglang"], "extra_args": LATENCY},
+    )
+    server_paths = job_paths(tmp_path, "server")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "CUDA_VISIBLE_DEVICES": "0"}
+    job = start_job(path, config, server_paths, env=env, stderr=subprocess.PIPE, text=True)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 0, stderr
+    prov = json.loads(server_paths["provenance"].read_text())
+    assert prov["engine"]["route"] == "/v1/chat/completions"
+    assert prov["engine"]["chat_template"] == {
+        "mode": "server",
+        "sha256": template_sha,
+        "source": f"hf-cache:cosmopedia/dummy@{REVISION}/tokenizer_config.json",
+    }
+    assert prov["engine"]["ignored_sampling"] == []  # SGLang takes top_k, repetition_penalty
+
+    # The same template as a file: the client renders it and sends plain text to /generate.
+    template_file = tmp_path / "chat.jinja"
+    template_file.write_text(CHAT_TEMPLATE)
+    code, file_paths = run_cli(
+        tmp_path, "file", path, settings(revision=REVISION, chat_template=str(template_file))
+    )
+    assert code == 0
+    prov = json.loads(file_paths["provenance"].read_text())
+    assert prov["engine"]["route"] == "/generate"
+    assert prov["engine"]["chat_template"] == {
+        "mode": "file",
+        "sha256": template_sha,
+        "source": "chat.jinja",
+    }
+    expected = expected_texts(df, chat=True)
+    assert output_texts(server_paths["output"]) == expected
+    assert output_texts(file_paths["output"]) == expected
+
+
+def test_tgi_chat_route_records_the_sampling_it_ignores(prompts, tmp_path):
+    path, _ = prompts
+    code, paths = run_cli(tmp_path, "chat", path, settings(chat_template="server"))
+    assert code == 0
+    engine = json.loads(paths["provenance"].read_text())["engine"]
+    assert engine["route"] == "/v1/chat/completions"
+    assert engine["ignored_sampling"] == ["top_k", "repetition_penalty"]
+    assert engine["chat_template"]["sha256"] is None  # not in any local cache
+
+
+def test_launch_settings_are_checked(prompts, tmp_path, monkeypatch):
+    path, _ = prompts
+    bad = {
+        "unknown placeholders": settings(engine="tgi", server={"extra_args": ["--x", "{prot}"]}),
+        "needs server.image": settings(engine="vllm", server={"launcher": "apptainer"}),
+        "apply to tgi, vllm and sglang": settings(server={"launcher": "pyxis", "image": "x"}),
+        "secrets stay": settings(engine="tgi", server={"env": {"HF_TOKEN": "hf_x"}}),
+        "max_new_tokens must be <": settings(
+            engine="sglang", server={"max_input_tokens": 1000, "max_total_tokens": 2000}
+        ),
+        "instances must be 1": settings(
+            engine="endpoint", endpoint_url="http://127.0.0.1:1", instances=2
+        ),
+    }
+    for message, config in bad.items():
+        with pytest.raises(cli.CliError, match=message):
+            generate.validate_settings(config)
+    # Found only in the job: fewer GPUs than instances x gpus_per_instance.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    config = settings(engine="tgi", instances=2, gpus_per_instance=2)
+    assert cli.main(cli_args(path, config, job_paths(tmp_path, "gpus"))) == 2
+    with pytest.raises(launch.LaunchError, match=r"sees 2 GPU\(s\).* = 2 x 2 = 4"):
+        launch.split_gpus(config, "0,1")
+    assert launch.split_gpus(settings(instances=2), None) == [None, None]  # the dummy
+
+
+def test_pyxis_template():
+    config = settings(
+        engine="tgi",
+        server={"launcher": "pyxis", "image": "ghcr.io#huggingface/tgi:3.3.7", "mounts": ["/a:/b"]},
+    )
+    command = launch.command_template(config)
+    assert command[: command.index("text-generation-launcher")] == [
+        "srun", "--overlap", "--nodes=1", "--ntasks=1", "--container-image={image}",
+        "--container-mounts=/a:/b", "env", "CUDA_VISIBLE_DEVICES={gpus}",
+    ]  # fmt: skip
+    assert launch.image_record(config) == {"name": "ghcr.io#huggingface/tgi:3.3.7", "digest": None}
+    pinned = settings(engine="tgi", server={"launcher": "pyxis", "image": f"tgi@sha256:{'a' * 64}"})
+    assert launch.image_record(pinned)["digest"] == f"sha256:{'a' * 64}"
+
+
+def test_redaction(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    monkeypatch.setenv("MY_API_KEY", "sk-another-secret")
+    args = [
+        "serve",
+        "--api-key",
+        "plain-key",
+        "--hf-token=abc",
+        "https://user:pw@host/x",
+        "--note=hf_secret_value_123",
+        "sk-another-secret",
+    ]
+    assert launch.redact(args) == [
+        "serve",
+        "--api-key",
+        "***",
+        "--hf-token=***",
+        "https://***@host/x",
+        "--note=***",
+        "***",
+    ]
+    assert launch.recorded_env({"A_TOKEN": "x", "HF_HOME": "/data"}) == {
+        "A_TOKEN": "***",
+        "HF_HOME": "/data",
+    }
+    assert re.fullmatch(r"python", launch.recorded([sys.executable])[0])
