@@ -94,3 +94,151 @@ def test_template_missing_its_placeholder_is_named():
         CliError, match=r"web_samples.blogpost: missing placeholder\(s\) \['extract'\]"
     ):
         check_templates("web_samples", templates, ["blogpost"])
+
+
+# --- every family ------------------------------------------------------------------------
+
+
+def outline_seeds(**extra):
+    base = {
+        "id": ["o/s/0"],
+        "course": ["Tides 101"],
+        "section": ["1. Basics"],
+        "unit": ["1.2. The Moon"],
+        "covered": [["1.1. What is a tide"]],
+        "chapter": [None],
+        "reference": [None],
+    }
+    return pl.DataFrame(base | {k: [v] for k, v in extra.items()})
+
+
+def outline_settings(**overrides):
+    settings = {
+        "source": "o",
+        "family": "course_outline",
+        "seed": 0,
+        "audiences": ["middle_school"],
+        "extract_max_chars": 1000,
+    }
+    return settings | overrides
+
+
+def test_outline_chapter_joins_the_trail_and_the_context():
+    templates = load_family_templates(TEMPLATES, "course_outline")
+    row = build_prompts(outline_seeds(chapter="Ch. 1 Oceans"), templates, outline_settings())
+    row = row.to_dicts()[0]
+    assert row["seed_data"] == "Tides 101 > Ch. 1 Oceans > 1. Basics > 1.2. The Moon"
+    assert "The section is part of the chapter Ch. 1 Oceans. The units already" in row["prompt"]
+    assert row["audience"] == "middle_school_students"
+    assert row["prompt"].count('"') == 2
+
+
+def test_outline_with_reference_quotes_the_reference_truncated():
+    templates = load_family_templates(TEMPLATES, "course_outline")
+    reference = "The Moon pulls on the oceans. " * 100
+    for audience in ["young_children", "middle_school", "high_school", "college", "researchers"]:
+        settings = outline_settings(audiences=[audience], extract_max_chars=300)
+        row = build_prompts(outline_seeds(reference=reference), templates, settings).to_dicts()[0]
+        assert f'"{reference[:300]}".' in row["prompt"], audience
+        assert row["prompt"].count('"') == 2
+        assert "The new unit is titled 1.2. The Moon." in row["prompt"]
+
+
+def test_outline_reference_needs_a_template_with_reference():
+    templates = {"college": {"format": "t", "audience": "c", "template": "{course}{section}{unit}"}}
+    settings = outline_settings(audiences=["college"])
+    with pytest.raises(CliError, match=r"course_outline.college: no 'template_with_reference'"):
+        build_prompts(outline_seeds(reference="Text."), templates, settings)
+
+
+def test_wikihow_prompt_quotes_the_title():
+    templates = load_family_templates(TEMPLATES, "wikihow")
+    seeds = pl.DataFrame({"id": ["w/s/0"], "title": ["How to Repot a Cactus"]})
+    settings = {"source": "w", "family": "wikihow", "seed": 0, "styles": ["wikihow"]}
+    row = build_prompts(seeds, templates, settings).to_dicts()[0]
+    assert 'wikiHow article: "How to Repot a Cactus".' in row["prompt"]
+    assert (row["seed_data"], row["format"], row["audience"]) == (
+        "How to Repot a Cactus", "wikihow", "general",
+    )  # fmt: skip
+
+
+def test_auto_math_text_styles_and_truncation():
+    templates = load_family_templates(TEMPLATES, "auto_math_text")
+    seeds = pl.DataFrame(
+        {"id": [f"m/s/{i}" for i in range(30)], "text": ["Let x be real. " * 200] * 30}
+    )
+    settings = {
+        "source": "m", "family": "auto_math_text", "seed": 0,
+        "styles": ["college", "grade_school"], "extract_max_chars": 1000,
+    }  # fmt: skip
+    prompts = build_prompts(seeds, templates, settings)
+    assert set(prompts["audience"]) == {"college_students", "grade_school_students"}
+    assert set(prompts["format"]) == {"educational_piece"}
+    assert set(prompts["seed_data"].str.len_chars()) == {1000}
+
+
+def test_prompts_family_takes_prompts_as_they_are():
+    seeds = pl.DataFrame(
+        {
+            "id": ["p/s/0", "p/s/1"],
+            "prompt": ['Write a "story".\n', "Explain tides."],
+            "seed_data": ["ultrachat", None],
+            "format": ["story_children", None],
+            "audience": ["young_children", None],
+        }
+    )
+    settings = {"source": "p", "family": "prompts", "seed": 0}
+    prompts = build_prompts(seeds, {}, settings)
+    assert prompts.to_dicts() == [
+        {"id": "p/s/0", "source": "p", "family": "prompts", "prompt": 'Write a "story".\n',
+         "seed_data": "ultrachat", "format": "story_children", "audience": "young_children"},
+        {"id": "p/s/1", "source": "p", "family": "prompts", "prompt": "Explain tides.",
+         "seed_data": None, "format": None, "audience": None},
+    ]  # fmt: skip
+
+
+def test_styles_default_to_every_template_of_the_family():
+    templates = load_family_templates(TEMPLATES, "stories")
+    seeds = pl.DataFrame({"id": [f"s/s/{i}" for i in range(60)], "text": ["A question."] * 60})
+    prompts = build_prompts(seeds, templates, {"source": "s", "family": "stories", "seed": 0})
+    assert prompts["format"].n_unique() == len(templates) == 5
+
+
+def test_shipped_templates_keep_seed_material_in_one_pair_of_quotes():
+    import yaml
+
+    with open(TEMPLATES, encoding="utf-8") as f:
+        blocks = yaml.safe_load(f)
+    assert set(blocks) == {"web_samples", "stories", "course_outline", "wikihow", "auto_math_text"}
+    for family, entries in blocks.items():
+        check_templates(family, entries, list(entries))
+        for name, entry in entries.items():
+            for key in ("template", "template_with_reference"):
+                if key in entry:
+                    text = entry[key]
+                    assert text.count('"') == 2, (family, name, key)
+                    first, last = text.index('"'), text.rindex('"')
+                    assert text[first + 1 : last].startswith("{"), (family, name, key)
+                    assert text[first + 1 : last].endswith("}"), (family, name, key)
+
+
+def test_template_variant_missing_its_placeholder_is_named():
+    entry = {
+        "format": "t", "audience": "c", "template": "{course} {section} {unit}",
+        "template_with_reference": "{course} {section} {unit}",
+    }  # fmt: skip
+    with pytest.raises(
+        CliError,
+        match=r"course_outline.college.template_with_reference: missing placeholder\(s\) "
+        r"\['reference'\]",
+    ):
+        check_templates("course_outline", {"college": entry}, ["college"])
+
+
+def test_template_entry_with_an_unknown_key_or_bad_braces_is_named():
+    entry = {"format": "b", "audience": "g", "template": '"{extract}"', "tempalte": "x"}
+    with pytest.raises(CliError, match=r"web_samples.blogpost: unknown key\(s\) \['tempalte'\]"):
+        check_templates("web_samples", {"blogpost": entry}, ["blogpost"])
+    entry = {"format": "b", "audience": "g", "template": '"{extract}" {oops'}
+    with pytest.raises(CliError, match=r"web_samples.blogpost.template: malformed braces"):
+        check_templates("web_samples", {"blogpost": entry}, ["blogpost"])
