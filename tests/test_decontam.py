@@ -1,21 +1,21 @@
-"""Decontamination: N-gram candidates confirmed by difflib, deterministically."""
+"""Decontamination: N-gram candidates confirmed by difflib, as Cosmopedia, deterministically."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
+import re
 import string
+import unicodedata
 
 import polars as pl
 import pytest
 
-from cosmopedia import cli
+from cosmopedia import cli, decontam
+from cosmopedia.benchmarks import read_items
 from cosmopedia.cli import CliError
-from cosmopedia.decontam import (
-    find_contamination,
-    normalize,
-    prepare_benchmarks,
-)
+from cosmopedia.decontam import BenchmarkIndex, find_contamination, normalize, tokens
 from cosmopedia.io import read_parquet, write_parquet
 
 RNG = random.Random(7)
@@ -43,6 +43,45 @@ TEXTS = {
     "one-ngram": f"{words(70, 5)} {SHARED_10GRAM} {words(70, 6)}",
     "unrelated": words(200, 7),
 }
+
+
+# ---------------------------------------------------------------- Cosmopedia's script, plainly
+
+
+def reference_tokenize(text: str) -> list[str]:
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return re.findall(r"\w+", text.lower())
+
+
+def reference_ratio(row: str, item: str) -> tuple[float, str]:
+    matcher = difflib.SequenceMatcher(None, row.lower(), item.lower(), autojunk=False)
+    parts = [row[a : a + k] for a, _, k in matcher.get_matching_blocks() if k > 5]
+    match = " ".join("".join(parts).split())
+    return (len(match) / len(item) if item else 0.0), match
+
+
+def reference_flagged(texts: dict[str, str], items: list[dict], n: int = 10) -> dict:
+    """{row id: {item id: ratio}} over every candidate, with the standard library only."""
+    grams: dict[tuple, set[int]] = {}
+    norms = []
+    for pos, item in enumerate(items):
+        toks = reference_tokenize(item["text"])
+        norms.append(" ".join(toks))
+        for gram in zip(*[toks[i:] for i in range(n)], strict=False):
+            grams.setdefault(gram, set()).add(pos)
+    out = {}
+    for row_id, text in texts.items():
+        toks = reference_tokenize(text)
+        found = set()
+        for gram in zip(*[toks[i:] for i in range(n)], strict=False):
+            found |= grams.get(gram, set())
+        row = " ".join(toks)
+        if found:
+            out[row_id] = {items[p]["id"]: reference_ratio(row, norms[p])[0] for p in found}
+    return out
+
+
+# ---------------------------------------------------------------- tests
 
 
 def by_row(matches):
@@ -79,6 +118,65 @@ def test_accents_case_and_punctuation_are_normalised():
     assert m.confirmed and m.ratio == pytest.approx(1.0)
 
 
+def test_tokens_are_cosmopedias_on_any_text():
+    rng = random.Random(3)
+    pools = [(0, 0x250), (0x300, 0x370), (0x370, 0x400), (0x400, 0x500), (0x900, 0x980)]
+    pools += [(0x1E00, 0x1F00), (0x2000, 0x2070), (0x3040, 0x3100), (0xAC00, 0xAC40)]
+    special = ["İ", "ΟΔΟΣ ΣΑΣ", "e\u0301\u0323", "\U0001d165\U0001d16d", "K", "ß", "ﬁ", "²"]
+    for _ in range(2000):
+        text = "".join(
+            rng.choice(special) if rng.random() < 0.2 else chr(rng.randrange(*rng.choice(pools)))
+            for _ in range(rng.randint(0, 40))
+        )
+        assert tokens(text) == reference_tokenize(text), repr(text)
+
+
+def test_flags_exactly_the_planted_contaminations_above_the_threshold():
+    rng = random.Random(11)
+    items = [
+        {"id": f"t/{i:03d}", "task_name": "t", "text": words(rng.randint(12, 50), 100 + i)}
+        for i in range(60)
+    ]
+    texts, planted = {}, {}
+    for d in range(150):
+        body = words(rng.randint(300, 600), 1000 + d)
+        kind = rng.choice(["none"] * 6 + ["verbatim", "disguised", "edited", "fragment"])
+        if kind != "none":
+            item = rng.choice(items)["text"].split()
+            if kind == "disguised":
+                item = [w.upper() if rng.random() < 0.5 else w + "," for w in item]
+            elif kind == "edited":
+                for pos in rng.sample(range(10, len(item)), len(item) // 6):
+                    item[pos] = rng.choice(VOCAB)
+            elif kind == "fragment":
+                start = rng.randrange(0, len(item) - 10)
+                item = item[start : start + 10]
+            cut = rng.randrange(len(body))
+            body = f"{body[:cut]} {' '.join(item)} {body[cut:]}"
+        texts[f"doc/{d:03d}"], planted[f"doc/{d:03d}"] = body, kind
+    reference = reference_flagged(texts, items)
+    matches = find_contamination(texts, items)
+    assert {(m.row_id, m.item_id): m.ratio for m in matches} == {
+        (row, item): ratio for row, ratios in reference.items() for item, ratio in ratios.items()
+    }
+    flagged = {m.row_id for m in matches if m.confirmed}
+    assert flagged == {row for row, ratios in reference.items() if max(ratios.values()) > 0.5}
+    assert {d for d, k in planted.items() if k in ("verbatim", "disguised")} <= flagged
+    assert {d for d, k in planted.items() if k == "none"}.isdisjoint(flagged)
+    assert any(k == "fragment" and d not in flagged for d, k in planted.items())
+
+
+def test_diff_ratio_is_difflibs_with_and_without_the_verbatim_shortcut():
+    rng = random.Random(5)
+    for i in range(60):
+        item = normalize(words(rng.randint(5, 40), 300 + i))
+        row = normalize(words(rng.randint(50, 200), 400 + i))
+        if i % 3 == 0:
+            cut = rng.randrange(len(row))
+            row = f"{row[:cut]} {item} {row[cut:]}"
+        assert decontam.diff_ratio(row, item, 5) == reference_ratio(row, item)
+
+
 def test_threshold_and_ngram_settings():
     [m] = find_contamination({"r": TEXTS["verbatim"]}, ITEMS, {"threshold": 1.0})
     assert not m.confirmed  # ratio must be strictly greater
@@ -86,18 +184,60 @@ def test_threshold_and_ngram_settings():
     nine = " ".join(ITEMS[2]["text"].split()[:9])
     assert find_contamination({"r": f"{words(30, 8)} {nine}"}, ITEMS) == []
     assert find_contamination({"r": f"{words(30, 8)} {nine}"}, ITEMS, {"ngram": 5})
+    # Windows never join two rows (they are looked up together).
+    half = ITEMS[2]["text"].split()
+    texts = {"a": f"{words(20, 9)} {' '.join(half[:5])}", "b": f"{' '.join(half[5:12])} x"}
+    assert find_contamination(texts, ITEMS) == []
     with pytest.raises(CliError, match="unknown decontamination settings"):
         find_contamination({}, ITEMS, {"n_gram": 10})
 
 
-def test_best_match_wins_ties_by_item_id(tmp_path):
+def test_index_saved_and_loaded_is_the_same(tmp_path):
+    items = read_items_frame(ITEMS)
+    built = BenchmarkIndex(items, 10)
+    built.save(tmp_path / "idx")
+    first = (tmp_path / "idx").read_bytes()
+    loaded = BenchmarkIndex.load(items, tmp_path / "idx", 10)
+    for name in BenchmarkIndex.ARRAYS:
+        assert getattr(loaded, name).tolist() == getattr(built, name).tolist()
+    assert loaded.blob == built.blob and loaded.ids == built.ids
+    assert find_contamination(TEXTS, None, index=loaded) == find_contamination(TEXTS, ITEMS)
+    BenchmarkIndex(items, 10).save(tmp_path / "idx")
+    assert (tmp_path / "idx").read_bytes() == first
+    with pytest.raises(CliError, match="other items or another ngram"):
+        BenchmarkIndex.load(items, tmp_path / "idx", 8)
+    with pytest.raises(CliError, match="other items"):
+        BenchmarkIndex.load(items.head(2), tmp_path / "idx", 10)
+
+
+def read_items_frame(records) -> pl.DataFrame:
+    return decontam.items_frame(records)
+
+
+def run_cli(tmp_path, rows: pl.DataFrame, items: list[dict], settings='{"ngram": 10}'):
+    tmp_path.mkdir(exist_ok=True)
+    bench = tmp_path / "items.jsonl"
+    bench.write_text("".join(json.dumps(i) + "\n" for i in items))
+    write_parquet(rows, tmp_path / "in.parquet")
+    prepared, index = tmp_path / "items.parquet", tmp_path / "items.ngrams"
+    argv = ["benchmarks", "--inputs", str(bench), "--output", str(prepared)]
+    assert cli.main([*argv, "--index", str(index), "--settings", settings]) == 0
+    argv = ["decontaminate", "--input", str(tmp_path / "in.parquet"), "--benchmarks"]
+    argv += [str(prepared), "--index", str(index), "--output", str(tmp_path / "kept.parquet")]
+    assert cli.main([*argv, "--report", str(tmp_path / "rep.parquet"), "--settings", settings]) == 0
+    argv = ["decontam-summary", "--reports", str(tmp_path / "rep.parquet"), "--benchmarks"]
+    assert cli.main([*argv, str(prepared), "--output", str(tmp_path / "summary.tsv")]) == 0
+    names = ("items.parquet", "items.ngrams", "kept.parquet", "rep.parquet", "summary.tsv")
+    return {name: (tmp_path / name).read_bytes() for name in names}
+
+
+def test_best_match_wins_ties_by_item_id_and_reruns_are_byte_identical(tmp_path):
     items = [
         {"id": "b", "task_name": "t", "text": QUESTION},
         {"id": "a", "task_name": "t", "text": QUESTION},
-        {"id": "c", "task_name": "t", "text": ITEMS[1]["text"]},
+        {"id": "c", "task_name": "u", "text": ITEMS[1]["text"]},
+        {"id": "d", "task_name": "v", "text": words(30, 12)},
     ]
-    bench = tmp_path / "items.jsonl"
-    bench.write_text("".join(json.dumps(i) + "\n" for i in items))
     rows = pl.DataFrame(
         {
             "id": ["r1", "r2", "r3"],
@@ -105,39 +245,41 @@ def test_best_match_wins_ties_by_item_id(tmp_path):
             "extra": [1, 2, 3],
         }
     )
-    write_parquet(rows, tmp_path / "in.parquet")
-    argv = ["decontaminate", "--input", str(tmp_path / "in.parquet"), "--benchmarks", str(bench)]
-    argv += ["--output", str(tmp_path / "kept.parquet"), "--report", str(tmp_path / "rep.parquet")]
-    assert cli.main([*argv, "--settings", '{"ngram": 10}']) == 0
+    first = run_cli(tmp_path, rows, items)
     kept = read_parquet(tmp_path / "kept.parquet")
     assert kept.equals(rows.filter(pl.col("id") != "r1"))
     report = read_parquet(tmp_path / "rep.parquet")
-    assert report.columns == [
-        "id",
-        "item_id",
-        "task_name",
-        "ratio",
-        "matched",
-        "confirmed",
-        "best",
-        "removed",
-    ]
+    assert report.columns == list(decontam.REPORT_SCHEMA)
     assert report["item_id"].to_list() == ["a", "b", "c"]
     assert report["best"].to_list() == [True, False, False]
     assert report["confirmed"].to_list() == [True, True, True]
     assert report["removed"].all()
-    first = (tmp_path / "rep.parquet").read_bytes()
-    assert cli.main([*argv, "--settings", '{"ngram": 10}']) == 0
-    assert (tmp_path / "rep.parquet").read_bytes() == first
+    summary = pl.read_csv(tmp_path / "summary.tsv", separator="\t")
+    assert summary.columns == list(decontam.SUMMARY_SCHEMA)
+    assert summary.select("task_name", "items", "candidates_checked", "rows_removed").rows() == [
+        ("t", 2, 2, 1),
+        ("u", 1, 1, 0),
+        ("v", 1, 0, 0),
+    ]
+    assert summary["matched_item_ids"].fill_null("").to_list() == ["a", "", ""]
+    assert run_cli(tmp_path / "again", rows, items) == first
 
 
-def test_prepare_benchmarks_default_ids(tmp_path):
-    jsonl = tmp_path / "a.jsonl"
-    jsonl.write_text('{"text": "x y", "task_name": "arc"}\n\n{"text": "z", "task_name": "arc"}\n')
-    pq = tmp_path / "b.parquet"
-    pl.DataFrame({"text": ["q"], "task_name": ["hs"], "id": ["hs-001"]}).write_parquet(pq)
-    items = prepare_benchmarks([jsonl, pq])
-    assert items.columns == ["id", "task_name", "text"]
-    assert items["id"].to_list() == ["arc/0", "arc/1", "hs-001"]
-    with pytest.raises(CliError, match="duplicate benchmark item ids"):
-        prepare_benchmarks([jsonl, jsonl])
+def test_summary_of_no_report_lists_every_benchmark():
+    items = read_items_frame(ITEMS)
+    summary = decontam.summarize([], items)
+    assert summary["task_name"].to_list() == ["gsm8k", "mmlu"]
+    assert summary["candidates_checked"].to_list() == [0, 0]
+    assert summary["items"].to_list() == [1, 2]
+
+
+def test_cli_builds_the_index_when_none_is_given(tmp_path):
+    bench = tmp_path / "items.jsonl"
+    bench.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    rows = pl.DataFrame({"id": list(TEXTS), "text": list(TEXTS.values())})
+    write_parquet(rows, tmp_path / "in.parquet")
+    argv = ["decontaminate", "--input", str(tmp_path / "in.parquet"), "--benchmarks", str(bench)]
+    argv += ["--output", str(tmp_path / "k.parquet"), "--report", str(tmp_path / "r.parquet")]
+    assert cli.main([*argv, "--settings", "{}"]) == 0
+    assert read_parquet(tmp_path / "k.parquet")["id"].to_list() == ["one-ngram", "unrelated"]
+    assert read_items([bench])["id"].to_list() == ["gsm8k/0", "mmlu/3", "mmlu/9"]

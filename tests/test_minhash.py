@@ -82,7 +82,9 @@ def make_corpus(root: Path) -> tuple[dict[str, Path], list[set[str]]]:
     return paths, planted
 
 
-def run_pipeline(inputs: dict[str, Path], work: Path, settings: dict = SETTINGS) -> dict:
+def run_pipeline(
+    inputs: dict[str, Path], work: Path, settings: dict = SETTINGS, index_from=()
+) -> dict:
     """The four steps through the CLI, the way the Snakemake rules call them."""
     s = json.dumps(settings)
     nb = minhash.parse_settings(settings)["num_buckets"]
@@ -92,12 +94,13 @@ def run_pipeline(inputs: dict[str, Path], work: Path, settings: dict = SETTINGS)
         argv = ["minhash-signature", "--input", str(path), "--output-dir", str(sig[key])]
         assert cli.main([*argv, "--stream", str(stream[key]), "--settings", s]) == 0
     sig_args = [f"{k}={v}" for k, v in sig.items()]
-    dups = [work / "dups" / f"{b:03d}.dups" for b in range(nb)]
-    for b in range(nb):
-        argv = ["minhash-buckets", "--bucket", str(b), "--signatures", *sig_args]
-        assert cli.main([*argv, "--output", str(dups[b]), "--settings", s]) == 0
+    argv = ["minhash-buckets", "--signatures", *sig_args, "--dups-dir", str(work / "dups")]
+    argv += ["--index-dir", str(work / "index"), "--index-from", *map(str, index_from)]
+    assert cli.main([*argv, "--settings", s]) == 0
+    dups = [minhash.dups_path(work / "dups", b) for b in range(nb)]
     argv = ["minhash-cluster", "--dups", *map(str, dups), "--signatures", *sig_args]
     argv += ["--remove-dir", str(work / "remove"), "--clusters", str(work / "clusters.parquet")]
+    argv += ["--report", str(work / "cluster_report.tsv")]
     assert cli.main([*argv, "--settings", s]) == 0
     for key, path in inputs.items():
         argv = ["minhash-filter", "--input", str(path), "--stream", str(stream[key])]
@@ -230,10 +233,11 @@ def test_stale_files_beside_signatures_are_not_read(first_run, tmp_path):
     (sig["web/web-00000"] / "00001.minhash.sig").write_bytes(junk)
     (sig["web/web-00001"] / "bucket_000").mkdir()
     (sig["web/web-00001"] / "bucket_000" / "00007.minhash.sig").write_bytes(junk)
-    stale = tmp_path / "dups" / "000.dups"
+    stale = tmp_path / "dups" / "0.dups"
     stale.parent.mkdir()
     stale.write_bytes(junk)
-    minhash.buckets(0, {k: str(v) for k, v in sig.items()}, stale, SETTINGS)
+    (tmp_path / "dups" / "00000_00.dups").write_bytes(junk)
+    minhash.buckets({k: str(v) for k, v in sig.items()}, tmp_path / "dups", SETTINGS, only=[0])
     assert stale.read_bytes() == out["dups"][0].read_bytes()
     assert Path(f"{stale}.json").read_bytes() == Path(f"{out['dups'][0]}.json").read_bytes()
 
@@ -269,11 +273,11 @@ def test_mixed_settings_fail_naming_the_shard(corpus, first_run, tmp_path):
     sig[odd] = str(tmp_path / "sig4")
     minhash.signature(inputs[odd], sig[odd], tmp_path / "s4.json", SETTINGS | {"n_grams": 4})
     with pytest.raises(CliError, match=f"shard {odd}.*n_grams=4 \\(this run: 5\\)"):
-        minhash.buckets(0, sig, tmp_path / "0.dups", SETTINGS)
+        minhash.buckets(sig, tmp_path / "d", SETTINGS)
     with pytest.raises(CliError, match=f"shard {odd}.*n_grams"):
         minhash.cluster([str(p) for p in out["dups"]], sig, tmp_path / "rm", tmp_path / "c", {})
     with pytest.raises(CliError, match="tokenizer='spacy' \\(this run: 'whitespace'\\)"):
-        minhash.buckets(0, dict(out["sig"]), tmp_path / "0.dups", {"tokenizer": "whitespace"})
+        minhash.buckets(dict(out["sig"]), tmp_path / "d", {"tokenizer": "whitespace"})
     with pytest.raises(CliError, match="n_grams"):
         minhash.filter_shard(
             inputs[odd],
@@ -304,3 +308,167 @@ def test_whitespace_tokenizer_finds_the_planted_clusters(corpus, tmp_path):
     removed = _removed_ids(tmp_path)
     assert all(len(ids & removed) == 1 for ids in planted)
     assert len(removed) == len(planted)
+
+
+def test_cluster_report_has_one_row_per_cluster(corpus, first_run):
+    _, planted = corpus
+    work, _ = first_run
+    report = pl.read_csv(work / "cluster_report.tsv", separator="\t")
+    assert report.columns == minhash.REPORT_COLUMNS
+    assert report.height == len(planted)
+    clusters = read_parquet(work / "clusters.parquet")
+    for row in report.iter_rows(named=True):
+        members = {row["kept_id"], *row["removed_ids"].split(",")}
+        assert members in planted and row["size"] == 2 and not row["previous_version"]
+        assert set(clusters.filter(pl.col("cluster_id") == row["cluster_id"])["id"]) == members
+
+
+TRICKY = (
+    "I dont know; we cannot stop. Hes here, shes there, Id say wed go and youll see. It's "
+    "5km away, 3kg, 10%, the 1990s, 2nd place, 4pm. Café naïve ©2024 ® ™ → ok… “quoted” — "
+    "dash. gonna gotta lemme. ΑΒΓ 日本語 한국어 e-mail a@b.com http://x.y/z #tag @user ½ x²"
+)
+
+
+def test_spacy_cached_gives_spacys_tokens_and_signatures(tmp_path):
+    from datatrove.utils.text import simplify_text
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    rng = random.Random(5)
+    vocab = _vocabulary(rng, 400)
+    pieces = TRICKY.split(" ")
+    texts = [TRICKY] + [
+        f"{_text(rng, vocab, 60)} {' '.join(rng.sample(pieces, 12))} {_text(rng, vocab, 30)}"
+        for _ in range(40)
+    ]
+    reference, fast = load_word_tokenizer("en"), minhash.CachedSpaCyTokenizer("en")
+    for text in texts:
+        norm = simplify_text(text)
+        assert fast.word_tokenize(norm) == reference.word_tokenize(norm), text
+    norm = simplify_text(TRICKY)
+    assert fast.word_tokenize(norm) != norm.split()  # spaCy does split some pieces
+
+    df = pl.DataFrame({"id": [f"d{i:02d}" for i in range(len(texts))], "text": texts})
+    write_parquet(df, tmp_path / "in.parquet")
+    for tok in ("spacy", "spacy_cached"):
+        settings = {"tokenizer": tok}
+        minhash.signature(
+            tmp_path / "in.parquet", tmp_path / tok, tmp_path / f"{tok}.json", settings
+        )
+    for b in range(14):
+        name = f"bucket_{b:03d}.sig"
+        assert (tmp_path / "spacy" / name).read_bytes() == (
+            tmp_path / "spacy_cached" / name
+        ).read_bytes()
+
+
+def test_bucket_pool_gives_the_same_duplicates(first_run, tmp_path, monkeypatch):
+    _, out = first_run
+    monkeypatch.setattr(minhash, "POOL_MIN_BYTES", 0)
+    minhash.buckets(dict(out["sig"]), tmp_path / "dups", SETTINGS, workers=2)
+    for b, path in enumerate(out["dups"]):
+        assert minhash.dups_path(tmp_path / "dups", b).read_bytes() == path.read_bytes()
+
+
+def make_version_2(inputs: dict[str, Path], root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Two shards: copies and near-copies of version 1's documents, new ones, a new pair.
+
+    Returns the shards and, for each planted id, what must happen to it.
+    """
+    rng = random.Random(77)
+    vocab = _vocabulary(rng)
+    v1 = read_parquet(inputs["web/web-00000"]).filter(pl.col("n_words") >= 250)
+    a, b, c = v1["text"][0], v1["text"][1], v1["text"][2]
+    fresh = _text(rng, vocab, 320)
+    rows = {
+        "new/part-00000": [
+            {"id": "v2-exact", "text": a},
+            # datatrove's only_dedup_in_index=True would let one of these two slip through
+            {"id": "v2-near-b1", "text": _mutate(rng, vocab, b, 1)},
+            {"id": "v2-near-b2", "text": _mutate(rng, vocab, b, 2)},
+            {"id": "v2-pair-1", "text": fresh},
+        ],
+        "new/part-00001": [
+            {"id": "v2-near-c", "text": _mutate(rng, vocab, c, 2)},
+            {"id": "v2-pair-2", "text": _mutate(rng, vocab, fresh, 1)},
+            *({"id": f"v2-new-{i}", "text": _text(rng, vocab, 300)} for i in range(6)),
+        ],
+    }
+    expect = {i: minhash.PREVIOUS_REASON for i in ("v2-exact", "v2-near-b1", "v2-near-b2")}
+    expect |= {"v2-near-c": minhash.PREVIOUS_REASON, "v2-pair-2": minhash.REMOVED_REASON}
+    expect |= {"v2-pair-1": "kept"} | {f"v2-new-{i}": "kept" for i in range(6)}
+    paths = {}
+    for key, shard_rows in rows.items():
+        paths[key] = root / "clean" / f"{key}.parquet"
+        write_parquet(pl.DataFrame(shard_rows), paths[key])
+    return paths, expect
+
+
+def test_version_2_drops_what_version_1_has(corpus, first_run, tmp_path):
+    inputs, _ = corpus
+    work, _ = first_run
+    v2_inputs, expect = make_version_2(inputs, tmp_path)
+    index = sorted(map(str, (work / "index").glob("*.minhash.index")))
+    assert len(index) == 14
+    out = run_pipeline(v2_inputs, tmp_path / "v2", index_from=index)
+
+    got = {}
+    for key in v2_inputs:
+        kept = read_parquet(tmp_path / "v2" / "dedup" / f"{key}.parquet")
+        removed = read_parquet(tmp_path / "v2" / "removed" / f"{key}.parquet")
+        got |= dict.fromkeys(kept["id"], "kept") | dict(
+            zip(removed["id"], removed["reason"], strict=True)
+        )
+    assert got == expect
+    report = pl.read_csv(tmp_path / "v2" / "cluster_report.tsv", separator="\t")
+    previous = report.filter(pl.col("previous_version"))
+    assert previous["kept_id"].fill_null("").to_list() == [""] * previous.height
+    assert set(",".join(previous["removed_ids"]).split(",")) == {
+        k for k, v in expect.items() if v == minhash.PREVIOUS_REASON
+    }
+    manifest = json.loads(Path(f"{out['dups'][0]}.json").read_text())
+    assert [p["sha256"] for p in manifest["previous_indexes"]] == [minhash.sha256_path(index[0])]
+    # Version 2's own index holds only signatures version 1 did not have: never the exact
+    # copy's, always those of the 7 new texts (v2-pair-1 and the six v2-new).
+    for path in (tmp_path / "v2" / "index").glob("*.minhash.index"):
+        assert 7 <= json.loads(Path(f"{path}.json").read_text())["n_signatures"] <= 13
+
+
+def test_previous_index_must_match_the_settings(first_run, tmp_path):
+    work, out = first_run
+    index = sorted(map(str, (work / "index").glob("*.minhash.index")))
+    other = minhash.identity(minhash.parse_settings(SETTINGS | {"n_grams": 4}))
+    with pytest.raises(CliError, match="previous index .*n_grams=5 \\(this run: 4\\)"):
+        minhash.check_previous_index(index[0], other, 0)
+    # spacy_cached gives spaCy's tokens: an index made with one serves the other
+    minhash.check_previous_index(index[0], minhash.identity(minhash.parse_settings({})), 0)
+    with pytest.raises(CliError, match="bucket 0, not 3"):
+        minhash.check_previous_index(index[0], minhash.identity(minhash.parse_settings({})), 3)
+    assert minhash.index_bucket("x/bucket_007/a.minhash.index") == 7
+    assert minhash.index_bucket("results/n/v/minhash/index/12.minhash.index") == 12
+
+
+def test_index_from_is_resolved_at_parse_time(first_run, tmp_path, monkeypatch):
+    from cosmopedia import plan
+
+    work, _ = first_run
+    root = tmp_path / "results" / "demo" / "v1" / "minhash"
+    shutil.copytree(work / "index", root / "index")
+    monkeypatch.chdir(tmp_path)
+    config = {"dataset": {"name": "demo", "version": "v2"}, "minhash": {"num_buckets": 14}}
+    per_bucket = plan.minhash_previous_indexes(
+        config | {"minhash": {"num_buckets": 14, "index_from": "results/demo/v1"}}
+    )
+    assert per_bucket[3] == ["results/demo/v1/minhash/index/3.minhash.index"]
+    for bad, match in (("results/demo/v2", "own index"), ("results", "holds no MinHash index")):
+        (tmp_path / "results" / "demo" / "v2" / "minhash" / "index").mkdir(
+            parents=True, exist_ok=True
+        )
+        with pytest.raises(plan.PlanError, match=match):
+            plan.minhash_previous_indexes(
+                config | {"minhash": {"num_buckets": 14, "index_from": bad}}
+            )
+    with pytest.raises(plan.PlanError, match="exactly 13 buckets"):
+        plan.minhash_previous_indexes(
+            config | {"minhash": {"num_buckets": 13, "index_from": "results/demo/v1"}}
+        )

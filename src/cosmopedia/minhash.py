@@ -1,8 +1,12 @@
 """MinHash near-duplicate removal: datatrove's four stages, one Snakemake job per task.
 
     minhash-signature  (one job per shard)   CLEAN.parquet -> SIGDIR/ + STREAM.json
-    minhash-buckets    (one job per bucket)  every SIGDIR's bucket_B.sig -> B.dups + B.dups.json
-    minhash-cluster    (one job)             all .dups -> REMOVEDIR/{key}.remove + clusters.parquet
+    minhash-buckets    (one job)             every SIGDIR's bucket_B.sig (+ a previous
+                                             version's B.minhash.index) -> B.dups + B.dups.json
+                                             + this version's B.minhash.index (+ .json), for
+                                             every bucket B, as datatrove tasks
+    minhash-cluster    (one job)             all .dups -> REMOVEDIR/{key}.remove and
+                                             {key}.previous + clusters.parquet + report .tsv
     minhash-filter     (one job per shard)   CLEAN.parquet + {key}.remove -> kept + removed rows
 
 The datatrove stages run unchanged (`step.run(...)`, no executor: its completion markers
@@ -14,12 +18,24 @@ would turn reruns into silent no-ops). Around them this module guards datatrove'
 - The filter drops doc *positions*: it re-creates the stream with `shard_documents` (the
   same function the signature step used) and refuses to run unless its fingerprint (count,
   sha256 of the ordered ids and of the texts) equals the one recorded in STREAM.json.
-- Settings (and the datatrove version) are recorded with every signature and each bucket's
-  duplicates; a later step fails, naming the shard or bucket, if any input differs.
+- Settings (and the datatrove and spaCy versions) are recorded with every signature and
+  each bucket's duplicates; a later step fails, naming the shard or bucket, if any differs.
 
 A signature directory SIGDIR holds `bucket_{b:03d}.sig` (datatrove's sorted records),
 `stream.json` (same content as STREAM.json) and `ids.parquet` (doc_idx, id in stream
 order: the cluster step maps datatrove's doc indices back to ids with it).
+
+Deduplicating against a previous version: the buckets job also writes this version's
+index of every bucket (datatrove's `create_index_name`: the signatures of this version that
+were not already in the indexes it was given), B.minhash.index with B.minhash.index.json.
+Given a previous version's index files (`--index-from`), the buckets job stages them as
+datatrove's `index_folder`, and every document matching one is removed: datatrove writes
+(index, doc) pairs and the cluster step roots such clusters at the index. datatrove's
+`only_dedup_in_index=True` would skip pairs between new documents, so that of two new
+near-duplicates of the same old document one would slip through; this module keeps it
+False, so new documents are also deduplicated among themselves, as without an index.
+The removals caused by a previous version are listed in {key}.previous and the filter
+gives them the reason `minhash_previous_version`.
 """
 
 from __future__ import annotations
@@ -29,7 +45,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -38,9 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from datatrove.utils.word_tokenizers import SpaCyTokenizer, WordTokenizer
 
 from cosmopedia.cli import CliError, load_settings
-from cosmopedia.io import read_json, read_parquet, write_json, write_parquet
+from cosmopedia.io import atomic_dir, read_json, read_parquet, write_json, write_parquet
 
 log = logging.getLogger("cosmopedia.minhash")
 
@@ -50,12 +66,19 @@ DEFAULT_SETTINGS = {
     "hashes_per_bucket": 8,
     "seed": 1,
     "precision": 64,
-    "tokenizer": "spacy",
+    "tokenizer": "spacy_cached",
 }
-TOKENIZERS = ("spacy", "whitespace")
-STREAM_FORMAT = "cosmopedia.minhash.stream/1"
-DUPS_FORMAT = "cosmopedia.minhash.dups/1"
+# Word tokenizers of the signature step (the `tokenizer` setting); see TOKENIZER_CLASSES.
+TOKENIZERS = ("spacy", "spacy_cached", "whitespace")
+# Tokenizers that give the same tokens: their signatures (and indexes) can be mixed.
+SAME_TOKENS = {"spacy_cached": "spacy"}
+STREAM_FORMAT = "cosmopedia.minhash.stream/2"
+DUPS_FORMAT = "cosmopedia.minhash.dups/2"
+INDEX_FORMAT = "cosmopedia.minhash.index/1"
+INDEX_NAME = "index"  # datatrove's create_index_name inside the buckets job
 REMOVED_REASON = "minhash_duplicate"
+PREVIOUS_REASON = "minhash_previous_version"
+SENTINEL = (1 << 32) - 1  # datatrove's file and doc number of an index entry in .dups
 _KEY_RE = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*")
 
 
@@ -80,8 +103,21 @@ def parse_settings(raw: dict) -> dict:
 
 
 def identity(settings: dict) -> dict:
-    """What must be equal for signatures to be comparable: settings + datatrove's version."""
-    return {"settings": settings, "datatrove": version("datatrove")}
+    """What must be equal for signatures to be comparable: settings + library versions.
+
+    spaCy's version is part of it when spaCy tokenizes: another spaCy may split words
+    differently and so change signatures.
+    """
+    spacy = version("spacy") if settings["tokenizer"] in ("spacy", "spacy_cached") else None
+    return {"settings": settings, "datatrove": version("datatrove"), "spacy": spacy}
+
+
+def token_identity(ident: dict) -> dict:
+    """An identity with tokenizers that give the same tokens made equal (for indexes)."""
+    settings = dict(ident.get("settings") or {})
+    tok = settings.get("tokenizer")
+    settings["tokenizer"] = SAME_TOKENS.get(tok, tok)
+    return {**ident, "settings": settings}
 
 
 def minhash_config(settings: dict):
@@ -97,22 +133,68 @@ def minhash_config(settings: dict):
     )
 
 
-def _whitespace_tokenizer_class():
-    from datatrove.utils.word_tokenizers import WordTokenizer
+# Word tokenizers of the signature step (the `tokenizer` setting). All see datatrove's
+# normalised text (simplify_text: lowercase, punctuation -> space, digits -> 0, no accents).
+#   spacy         datatrove's default: spaCy's blank English tokenizer on every document.
+#   spacy_cached  the same tokens, fast: spaCy splits text on spaces and tokenizes every
+#                 space-separated piece on its own (its special cases that contain a space
+#                 are only whitespace, which simplify_text has removed), so each distinct
+#                 piece is tokenized once and remembered. Pieces of ASCII lowercase letters
+#                 that are not one of spaCy's special cases (dont -> do nt, cannot -> can
+#                 not) come back unchanged from spaCy and skip it. Tests and
+#                 bench/dedup.py check that the tokens and signatures equal `spacy`'s.
+#   whitespace    str.split: as fast, but different tokens (spaCy splits dont, 0km, ©...),
+#                 so different signatures.
+# Pieces remembered per process before the memo starts over (bounds memory, not results).
+MEMO_LIMIT = 1 << 20
 
-    class WhitespaceSplitTokenizer(WordTokenizer):
-        """str.split words: ~7x faster than spaCy, but gives different signatures."""
 
-        def word_tokenize(self, text: str) -> list[str]:
-            return text.split()
+class WhitespaceSplitTokenizer(WordTokenizer):
+    """str.split words: fast, but gives different signatures than spaCy."""
 
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [line.strip() for line in text.splitlines() if line.strip()]
+    def word_tokenize(self, text: str) -> list[str]:
+        return text.split()
 
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", text)]
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
-    return WhitespaceSplitTokenizer
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", text)]
+
+
+class CachedSpaCyTokenizer(SpaCyTokenizer):
+    """datatrove's spaCy tokenizer, called once per distinct space-separated piece."""
+
+    def __init__(self, language: str = "en"):
+        super().__init__(language)
+        self._memo: dict[str, list[str]] = {}
+        self._special: frozenset[str] | None = None
+
+    def _piece(self, piece: str) -> list[str]:
+        if self._special is None:
+            self._special = frozenset(self.tokenizer.tokenizer.rules)
+        if piece.isascii() and piece.isalpha() and piece.islower() and piece not in self._special:
+            toks = [piece]
+        else:
+            with self.tokenizer.memory_zone():
+                spacy_toks = self.tokenizer.tokenizer(piece)
+                toks = [t for t in (x.text.strip() for x in spacy_toks) if t]
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[piece] = toks
+        return toks
+
+    def word_tokenize(self, text: str) -> list[str]:
+        memo = self._memo
+        out: list[str] = []
+        for piece in text.split(" "):
+            if piece:
+                toks = memo.get(piece)
+                out += self._piece(piece) if toks is None else toks
+        return out
+
+
+TOKENIZER_CLASSES = {"whitespace": WhitespaceSplitTokenizer, "spacy_cached": CachedSpaCyTokenizer}
 
 
 _tokenizers: dict[str, object] = {}
@@ -124,19 +206,14 @@ def word_tokenizer(name: str):
         from datatrove.utils.typeshelper import Languages
 
         return Languages.english  # datatrove's default: spaCy's blank English tokenizer
-    # One instance per process: datatrove caches tokenizers by argument.
+    # One instance per process: the memo is shared by every signature step of the process.
     if name not in _tokenizers:
-        _tokenizers[name] = _whitespace_tokenizer_class()("en")
+        _tokenizers[name] = TOKENIZER_CLASSES[name]("en")
     return _tokenizers[name]
 
 
 def check_identity(found: dict, expected: dict, what: str) -> None:
     """Fail, naming `what` and the differing values, unless `found` matches `expected`."""
-    if found.get("datatrove") != expected["datatrove"]:
-        raise CliError(
-            f"{what} was made with datatrove {found.get('datatrove')}, this run uses "
-            f"{expected['datatrove']}; rerun the MinHash steps from minhash-signature"
-        )
     got, want = found.get("settings") or {}, expected["settings"]
     diff = {
         k: (got.get(k), want[k]) for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)
@@ -147,6 +224,12 @@ def check_identity(found: dict, expected: dict, what: str) -> None:
             f"{what} was made with different minhash settings: {detail}; "
             "signatures made with different settings or tokenizers cannot be mixed"
         )
+    for lib in ("datatrove", "spacy"):
+        if found.get(lib) != expected[lib]:
+            raise CliError(
+                f"{what} was made with {lib} {found.get(lib)}, this run uses "
+                f"{expected[lib]}; rerun the MinHash steps from minhash-signature"
+            )
 
 
 # ---------------------------------------------------------------- shards and streams
@@ -268,25 +351,6 @@ def load_signature_streams(signatures: dict[str, str], expected: dict) -> dict[s
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temp dir beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old = None
-    try:
-        yield tmp
-        if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "dir")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def scratch_dir(beside: str | os.PathLike, step: str) -> Iterator[Path]:
     """datatrove's working folder, on the output's filesystem so results move by rename."""
     parent = Path(beside).parent
@@ -362,45 +426,192 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
 # ---------------------------------------------------------------- step 2: buckets
 
 
-def buckets(bucket: int, signatures: dict[str, str], output, settings: dict) -> dict:
-    """Duplicate pairs of one bucket over the declared shards -> OUTPUT + OUTPUT.json."""
+def index_manifest_path(index) -> Path:
+    return Path(f"{index}.json")
+
+
+def sha256_path(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_previous_index(path, expected: dict, bucket: int) -> dict:
+    """A previous version's index file of this bucket: its record for the .dups manifest.
+
+    Our exports carry a manifest (settings, versions, bucket) that must match this run's,
+    up to tokenizers giving the same tokens. A bare datatrove index file has none: it is
+    used as it is, with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"previous index {path} is missing")
+    record = {"sha256": sha256_path(path), "bytes": path.stat().st_size}
+    manifest_path = index_manifest_path(path)
+    if not manifest_path.exists():
+        log.warning("%s has no manifest: its settings cannot be checked", path)
+        return record
+    manifest = read_json(manifest_path)
+    if manifest.get("format") != INDEX_FORMAT:
+        raise CliError(f"{manifest_path} is not a {INDEX_FORMAT} file")
+    if manifest.get("bucket") != bucket:
+        raise CliError(f"{path} is the index of bucket {manifest.get('bucket')}, not {bucket}")
+    if manifest.get("sha256") != record["sha256"]:
+        raise CliError(f"{path} does not match its manifest (changed after it was written?)")
+    check_identity(token_identity(manifest), token_identity(expected), f"previous index {path}")
+    return record | {"version": manifest.get("version")}
+
+
+def dups_path(dups_dir, bucket: int) -> Path:
+    return Path(dups_dir) / f"{bucket}.dups"
+
+
+def index_path(index_dir, bucket: int) -> Path:
+    return Path(index_dir) / f"{bucket}.minhash.index"
+
+
+_INDEX_BUCKET_RE = re.compile(r"(?:^|/)(?:bucket_(\d{3})/[^/]*|(\d+))\.minhash\.index$")
+
+
+def index_bucket(path) -> int:
+    """The bucket of a previous index file: {b}.minhash.index or bucket_{b:03d}/*.minhash.index."""
+    match = _INDEX_BUCKET_RE.search(Path(path).as_posix())
+    if not match:
+        raise CliError(f"{path}: not a {{bucket}}.minhash.index or bucket_NNN/*.minhash.index file")
+    return int(match.group(1) or match.group(2))
+
+
+# Below this many bytes of signatures the buckets are merged one after the other in this
+# process: starting datatrove's worker pool costs more than it saves.
+POOL_MIN_BYTES = 128 << 20
+
+
+def buckets(
+    signatures: dict[str, str],
+    dups_dir,
+    settings: dict,
+    index_from: Iterable[str] = (),
+    index_dir=None,
+    only: Iterable[int] | None = None,
+    workers: int = 1,
+    version_name: str | None = None,
+) -> dict[int, dict]:
+    """Duplicate pairs of every bucket over the declared shards -> DIR/{b}.dups + .json.
+
+    index_from: index files of previous versions (any bucket; documents matching them are
+    duplicates); index_dir: where to write this version's index ({b}.minhash.index +
+    .json). The buckets run as datatrove tasks: in this process, or with `workers` > 1 and
+    enough data in datatrove's LocalPipelineExecutor (a fresh logging folder each time,
+    so its completion markers never skip a task). Returns the manifest of each bucket.
+    """
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
     settings = parse_settings(settings)
     expected = identity(settings)
     nb = settings["num_buckets"]
-    if not 0 <= bucket < nb:
-        raise CliError(f"--bucket {bucket} is out of range 0..{nb - 1}")
+    todo = sorted(set(range(nb) if only is None else only))
+    if not todo or todo[0] < 0 or todo[-1] >= nb:
+        raise CliError(f"buckets {todo} are not within 0..{nb - 1}")
     keys = shard_order(signatures)
     streams = load_signature_streams(signatures, expected)
-    output = Path(output)
-    with scratch_dir(output, "minhash-buckets") as work:
-        for rank, key in enumerate(keys):
-            _link(
-                Path(signatures[key]) / f"bucket_{bucket:03d}.sig",
-                work / "sigs" / f"bucket_{bucket:03d}" / f"{rank:05d}.minhash.sig",
-            )
-        (work / "sigs" / f"bucket_{bucket:03d}").mkdir(parents=True, exist_ok=True)
+    digest = inputs_digest(streams)
+    previous: dict[int, list[tuple[str, dict]]] = {b: [] for b in range(nb)}
+    for path in index_from:
+        b = index_bucket(path)
+        if b >= nb:
+            raise CliError(f"{path} is the index of bucket {b}; this run has {nb} buckets")
+        previous[b].append((str(path), check_previous_index(path, expected, b)))
+    dups_dir = Path(dups_dir)
+    dups_dir.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(dups_dir / "x", "minhash-buckets") as work:
+        sig_bytes = 0
+        for b in todo:
+            sub = f"bucket_{b:03d}"
+            (work / "sigs" / sub).mkdir(parents=True)
+            for rank, key in enumerate(keys):
+                link = work / "sigs" / sub / f"{rank:05d}.minhash.sig"
+                _link(Path(signatures[key]) / f"{sub}.sig", link)
+                sig_bytes += link.stat().st_size
+            # datatrove's index folder: the previous indexes under names that can never be
+            # taken for the one this job writes (datatrove skips `{INDEX_NAME}_NN` files).
+            (work / "index" / sub).mkdir(parents=True)
+            for i, (path, _) in enumerate(previous[b]):
+                _link(path, work / "index" / sub / f"previous{i:03d}.minhash.index")
         step = MinhashDedupBuckets(
             input_folder=str(work / "sigs"),
             output_folder=str(work / "dups"),
+            index_folder=str(work / "index") if (index_from or index_dir) else None,
             config=minhash_config(settings),
+            only_dedup_in_index=False,
+            create_index_name=INDEX_NAME if index_dir else None,
         )
-        step.run(None, rank=bucket, world_size=nb)
-        produced = work / "dups" / f"{bucket:05d}_00.dups"
-        n_pairs = produced.stat().st_size // 16
-        manifest = {
-            "format": DUPS_FORMAT,
-            "bucket": bucket,
-            "n_shards": len(keys),
-            "inputs_sha256": inputs_digest(streams),
-            "n_pairs": n_pairs,
-            **expected,
-        }
-        write_json(manifest, dups_manifest_path(output))
-        os.replace(produced, output)
-    log.info("bucket %d: %d duplicate pairs over %d shards", bucket, n_pairs, len(keys))
-    return manifest
+        if workers > 1 and len(todo) > 1 and sig_bytes >= POOL_MIN_BYTES:
+            from datatrove.executor import LocalPipelineExecutor
+
+            executor = LocalPipelineExecutor(
+                [step], tasks=nb, workers=min(workers, len(todo)), logging_dir=str(work / "logs")
+            )
+            for b in set(range(nb)) - set(todo):  # every rank is a bucket: skip the others
+                executor.mark_rank_as_completed(b)
+            executor.run()
+        else:
+            for b in todo:
+                step.run(None, rank=b, world_size=nb)
+        manifests = {}
+        for b in todo:
+            produced = work / "dups" / f"{b:05d}_00.dups"
+            if not produced.exists():
+                raise CliError(f"datatrove wrote no duplicates file for bucket {b}")
+            pairs = _uint32s(produced).reshape(-1, 4)
+            records = [record for _, record in previous[b]]
+            manifest = {
+                "format": DUPS_FORMAT,
+                "bucket": b,
+                "n_shards": len(keys),
+                "inputs_sha256": digest,
+                "n_pairs": len(pairs),
+                "n_previous_matches": int((pairs[:, 0] == SENTINEL).sum()),
+                "previous_indexes": records,
+                **expected,
+            }
+            if index_dir is not None:
+                made = work / "index" / f"bucket_{b:03d}" / f"{INDEX_NAME}_00.minhash.index"
+                if not made.exists():  # no signature at all
+                    made.write_bytes(b"")
+                out = index_path(index_dir, b)
+                write_json(
+                    {
+                        "format": INDEX_FORMAT,
+                        "bucket": b,
+                        "version": version_name,
+                        "n_signatures": made.stat().st_size // _index_record_size(settings),
+                        "sha256": sha256_path(made),
+                        "inputs_sha256": digest,
+                        "previous_indexes": records,
+                        **expected,
+                    },
+                    index_manifest_path(out),
+                )
+                os.replace(made, out)
+            write_json(manifest, dups_manifest_path(dups_path(dups_dir, b)))
+            os.replace(produced, dups_path(dups_dir, b))
+            manifests[b] = manifest
+    log.info(
+        "%d buckets over %d shards: %d duplicate pairs, %d of them with %d previous index files",
+        len(todo),
+        len(keys),
+        sum(m["n_pairs"] for m in manifests.values()),
+        sum(m["n_previous_matches"] for m in manifests.values()),
+        sum(len(v) for v in previous.values()),
+    )
+    return manifests
+
+
+def _index_record_size(settings: dict) -> int:
+    fmt = "<" + ("Q" if settings["precision"] == 64 else "I") * settings["hashes_per_bucket"]
+    return struct.calcsize(fmt)
 
 
 def dups_manifest_path(dups) -> Path:
@@ -410,8 +621,16 @@ def dups_manifest_path(dups) -> Path:
 # ---------------------------------------------------------------- step 3: cluster
 
 
-def cluster(dups: list[str], signatures: dict[str, str], remove_dir, clusters, settings: dict):
-    """All buckets' pairs -> one `{key}.remove` per shard (empty if none) + clusters table."""
+def cluster(
+    dups: list[str],
+    signatures: dict[str, str],
+    remove_dir,
+    clusters,
+    settings: dict,
+    report=None,
+):
+    """All buckets' pairs -> `{key}.remove` + `{key}.previous` per shard (empty if none),
+    the clusters table and, if `report`, its one-row-per-cluster summary (.tsv)."""
     from datatrove.pipeline.dedup.minhash import MinhashDedupCluster
 
     settings = parse_settings(settings)
@@ -456,26 +675,42 @@ def cluster(dups: list[str], signatures: dict[str, str], remove_dir, clusters, s
         )
         step.run()
         out = work / "out"
+        # Clusters rooted at a previous version's index (datatrove's (SENTINEL, SENTINEL)).
+        index_clusters = _uint32s(out / f"{SENTINEL:06d}.clusters").reshape(-1, 2)[:, 1]
+        in_index = pl.col("cluster_id").is_in(pl.Series(index_clusters, dtype=pl.UInt32).implode())
         frames = []
-        n_removed = 0
+        n_removed = n_previous = 0
         with atomic_dir(remove_dir) as rd:
             for rank, key in enumerate(keys):
                 removed = _uint32s(out / f"{rank:06d}.remove")
+                rows = _cluster_rows(key, rank, out, removed, signatures[key], streams[key])
+                rows = rows.with_columns(previous_version=in_index)
+                previous = np.sort(rows.filter("previous_version")["doc_idx"].to_numpy())
                 n_removed += len(removed)
+                n_previous += len(previous)
                 target = rd / f"{key}.remove"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(removed.tobytes())
-                frames.append(_cluster_rows(key, rank, out, removed, signatures[key], streams[key]))
-        table = pl.concat(frames) if frames else pl.DataFrame(schema=CLUSTER_SCHEMA)
+                (rd / f"{key}.previous").write_bytes(previous.astype("<u4").tobytes())
+                frames.append(rows)
+        table = (
+            pl.concat(frames).cast(CLUSTER_SCHEMA)
+            if frames
+            else pl.DataFrame(schema=CLUSTER_SCHEMA)
+        )
         table = table.sort(["cluster_id", "shard", "doc_idx"])
         write_parquet(table, clusters, sort_by=None)
+    if report is not None:
+        write_cluster_report(table, report)
     n_clusters = table["cluster_id"].n_unique()
     log.info(
-        "%d shards: %d clusters, %d documents in them, %d to remove",
+        "%d shards: %d clusters, %d documents in them, %d to remove (%d matching a previous "
+        "version)",
         len(keys),
         n_clusters,
         table.height,
         n_removed,
+        n_previous,
     )
     return table
 
@@ -485,9 +720,39 @@ CLUSTER_SCHEMA = {
     "doc_idx": pl.UInt32,
     "id": pl.String,
     "cluster_id": pl.UInt32,
+    # datatrove's size: members of this version + 1 if a previous version is in the cluster
     "cluster_size": pl.UInt32,
     "kept": pl.Boolean,
+    "previous_version": pl.Boolean,  # the cluster holds a document of a previous version
 }
+REPORT_COLUMNS = ["cluster_id", "size", "kept_id", "previous_version", "removed_ids", "shards"]
+
+
+def cluster_report(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per cluster: size, the member kept (empty if a previous version's), the
+    removed members' ids and the shards involved; largest clusters first."""
+    if not table.height:
+        return pl.DataFrame(schema=dict.fromkeys(REPORT_COLUMNS, pl.String))
+    return (
+        table.sort("id")
+        .group_by("cluster_id")
+        .agg(
+            pl.col("cluster_size").first().alias("size"),
+            pl.col("id").filter(pl.col("kept")).first().fill_null("").alias("kept_id"),
+            pl.col("previous_version").first(),
+            pl.col("id").filter(~pl.col("kept")).str.join(",").alias("removed_ids"),
+            pl.col("shard").unique().sort().str.join(",").alias("shards"),
+        )
+        .sort(["size", "cluster_id"], descending=[True, False])
+        .select(REPORT_COLUMNS)
+    )
+
+
+def write_cluster_report(table: pl.DataFrame, path) -> None:
+    from cosmopedia.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        cluster_report(table).write_csv(tmp, separator="\t")
 
 
 def _cluster_rows(key, rank, out: Path, removed, sigdir, stream) -> pl.DataFrame:
@@ -496,8 +761,9 @@ def _cluster_rows(key, rank, out: Path, removed, sigdir, stream) -> pl.DataFrame
     if not np.array_equal(pairs[:, 0], sizes[:, 0]):
         raise CliError(f"shard {key}: datatrove's .clusters and .sizes disagree")
     doc_idx = pairs[:, 0]
+    schema = {k: v for k, v in CLUSTER_SCHEMA.items() if k != "previous_version"}
     if not len(doc_idx):
-        return pl.DataFrame(schema=CLUSTER_SCHEMA)
+        return pl.DataFrame(schema=schema)
     ids = read_parquet(Path(sigdir) / "ids.parquet")["id"]
     if len(ids) != stream["n_docs"] or int(doc_idx.max()) >= len(ids):
         raise CliError(f"shard {key}: ids.parquet does not match its stream.json")
@@ -510,15 +776,21 @@ def _cluster_rows(key, rank, out: Path, removed, sigdir, stream) -> pl.DataFrame
             "cluster_size": sizes[:, 1],
             "kept": ~np.isin(doc_idx, removed),
         },
-        schema=CLUSTER_SCHEMA,
+        schema=schema,
     )
 
 
 # ---------------------------------------------------------------- step 4: filter
 
 
-def filter_shard(input_path, remove, stream_path, output, removed_path, settings: dict):
-    """Drop the docs listed in REMOVE; refuses a stream other than the signature step's."""
+def filter_shard(
+    input_path, remove, stream_path, output, removed_path, settings: dict, previous=None
+):
+    """Drop the docs listed in REMOVE; refuses a stream other than the signature step's.
+
+    `previous`: the {key}.previous file of the cluster step (removals caused by a
+    previous version, reason minhash_previous_version); default: beside REMOVE.
+    """
     from datatrove.pipeline.dedup.minhash import MinhashDedupFilter
 
     settings = parse_settings(settings)
@@ -540,6 +812,10 @@ def filter_shard(input_path, remove, stream_path, output, removed_path, settings
         np.any(np.diff(to_remove.astype(np.int64)) <= 0) or int(to_remove[-1]) >= df.height
     ):
         raise CliError(f"{remove}: indices are not increasing or exceed the {df.height} docs")
+    previous = Path(previous) if previous else Path(remove).with_suffix(".previous")
+    from_previous = _uint32s(previous)
+    if not np.isin(from_previous, to_remove).all():
+        raise CliError(f"{previous} lists documents that {remove} does not remove")
     with scratch_dir(output, "minhash-filter") as work:
         _link(remove, work / "remove" / "000000.remove")
         step = MinhashDedupFilter(input_folder=str(work / "remove"))
@@ -549,10 +825,18 @@ def filter_shard(input_path, remove, stream_path, output, removed_path, settings
     if df.height - len(kept_rows) != len(to_remove) or keep[to_remove].any():
         raise CliError(f"{remove}: datatrove removed other documents than listed")
     kept = df.filter(pl.Series(keep))
-    dropped = df.filter(pl.Series(~keep)).with_columns(reason=pl.lit(REMOVED_REASON))
+    reasons = np.full(df.height, REMOVED_REASON, dtype=object)
+    reasons[from_previous] = PREVIOUS_REASON
+    dropped = df.with_columns(reason=pl.Series(reasons, dtype=pl.String)).filter(pl.Series(~keep))
     write_parquet(kept, output)
     write_parquet(dropped, removed_path)
-    log.info("%s: kept %d, removed %d near-duplicates", input_path, kept.height, dropped.height)
+    log.info(
+        "%s: kept %d, removed %d near-duplicates (%d of a previous version)",
+        input_path,
+        kept.height,
+        dropped.height,
+        len(from_previous),
+    )
     return kept, dropped
 
 
@@ -561,23 +845,35 @@ def filter_shard(input_path, remove, stream_path, output, removed_path, settings
 
 def add_arguments(name, parser):
     settings_help = "JSON (or @file): n_grams, num_buckets, hashes_per_bucket, seed, precision, "
-    settings_help += "tokenizer (spacy|whitespace)"
+    settings_help += f"tokenizer ({'|'.join(TOKENIZERS)})"
     if name == "minhash-signature":
         parser.add_argument("--input", required=True, help="cleaned shard (.parquet)")
         parser.add_argument("--output-dir", required=True, help="signature directory (created)")
         parser.add_argument("--stream", required=True, help="stream fingerprint (.json)")
     elif name == "minhash-buckets":
-        parser.add_argument("--bucket", required=True, type=int, help="bucket number")
         parser.add_argument("--signatures", required=True, nargs="+", metavar="KEY=SIGDIR")
-        parser.add_argument("--output", required=True, help="B.dups (+ B.dups.json beside)")
+        parser.add_argument("--dups-dir", required=True, help="{b}.dups (+ .json) per bucket")
+        parser.add_argument("--index-dir", help="this version's {b}.minhash.index (+ .json)")
+        parser.add_argument(
+            "--index-from",
+            nargs="*",
+            default=[],
+            metavar="INDEX",
+            help="index files of previous versions: matching documents go",
+        )
+        parser.add_argument("--buckets", nargs="+", type=int, help="only these (default: all)")
+        parser.add_argument("--workers", type=int, default=1, help="datatrove worker processes")
+        parser.add_argument("--version-name", help="recorded in the index manifests")
     elif name == "minhash-cluster":
         parser.add_argument("--dups", required=True, nargs="+", help=".dups of every bucket")
         parser.add_argument("--signatures", required=True, nargs="+", metavar="KEY=SIGDIR")
         parser.add_argument("--remove-dir", required=True, help="{key}.remove per shard")
         parser.add_argument("--clusters", required=True, help="clusters table (.parquet)")
+        parser.add_argument("--report", help="one row per cluster (.tsv)")
     elif name == "minhash-filter":
         parser.add_argument("--input", required=True, help="cleaned shard (.parquet)")
         parser.add_argument("--remove", required=True, help="this shard's .remove file")
+        parser.add_argument("--previous", help="its .previous file (default: beside --remove)")
         parser.add_argument("--stream", required=True, help="this shard's stream .json")
         parser.add_argument("--output", required=True, help="kept rows (.parquet)")
         parser.add_argument("--removed", required=True, help="removed rows + reason (.parquet)")
@@ -591,17 +887,35 @@ def signature_main(args) -> int:
 
 def buckets_main(args) -> int:
     signatures = parse_key_values(args.signatures, "--signatures")
-    buckets(args.bucket, signatures, args.output, load_settings(args.settings))
+    buckets(
+        signatures,
+        args.dups_dir,
+        load_settings(args.settings),
+        index_from=args.index_from,
+        index_dir=args.index_dir,
+        only=args.buckets,
+        workers=args.workers,
+        version_name=args.version_name,
+    )
     return 0
 
 
 def cluster_main(args) -> int:
     signatures = parse_key_values(args.signatures, "--signatures")
-    cluster(args.dups, signatures, args.remove_dir, args.clusters, load_settings(args.settings))
+    settings = load_settings(args.settings)
+    cluster(args.dups, signatures, args.remove_dir, args.clusters, settings, report=args.report)
     return 0
 
 
 def filter_main(args) -> int:
     settings = load_settings(args.settings)
-    filter_shard(args.input, args.remove, args.stream, args.output, args.removed, settings)
+    filter_shard(
+        args.input,
+        args.remove,
+        args.stream,
+        args.output,
+        args.removed,
+        settings,
+        previous=args.previous,
+    )
     return 0

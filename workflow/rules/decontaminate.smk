@@ -1,17 +1,80 @@
+# Decontamination with Cosmopedia's method (10-gram candidates verified with difflib).
+# The benchmark items are prepared once per version (Hub benchmarks are downloaded once
+# per pinned revision into resources/), with their N-gram index; every shard job loads it.
+from cosmopedia.benchmarks import HUB as HUB_BENCHMARKS
+from cosmopedia.benchmarks import resolve_entries
+from cosmopedia.cli import CliError
+
+try:
+    BENCHMARK_INPUTS = resolve_entries(config["decontamination"]["benchmarks"])
+except CliError as exc:
+    raise WorkflowError(f"config: decontamination.benchmarks: {exc}") from None
+
+
+rule benchmark_download:
+    output:
+        "resources/benchmarks/{benchmark}/{revision}.parquet",
+    log:
+        f"{LOGS}/benchmark_download/{{benchmark}}/{{revision}}.log",
+    wildcard_constraints:
+        benchmark="|".join(HUB_BENCHMARKS),
+        revision="[0-9a-f]{40}",
+    shell:
+        "cosmopedia benchmarks-download --name {wildcards.benchmark}"
+        " --revision {wildcards.revision} --output {output:q} 2> {log:q}"
+
+
+rule benchmarks:
+    input:
+        BENCHMARK_INPUTS,
+    output:
+        prepared=layout.global_path(ROOT, "benchmark_items"),
+        index=layout.global_path(ROOT, "benchmark_index"),
+    log:
+        f"{LOGS}/benchmarks.log",
+    benchmark:
+        f"{BENCHMARKS}/benchmarks.tsv"
+    params:
+        settings=settings({"ngram": config["decontamination"]["ngram"]}),
+    shell:
+        "cosmopedia benchmarks --inputs {input:q} --output {output.prepared:q}"
+        " --index {output.index:q} --settings {params.settings:q} 2> {log:q}"
+
+
 rule decontaminate:
     input:
         dedup=rules.minhash_filter.output.kept,
-        benchmarks=plan.benchmark_files(config),
+        prepared=rules.benchmarks.output.prepared,
+        index=rules.benchmarks.output.index,
     output:
         kept=out("decontam"),
         report=out("decontam_report"),
-    params:
-        settings=settings(plan.decontam_settings(config)),
     log:
         f"{LOGS}/decontaminate/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/decontaminate/{{source}}/{{shard}}.tsv"
+    params:
+        settings=settings(plan.decontam_settings(config)),
     shell:
-        "cosmopedia decontaminate --input {input.dedup:q} --benchmarks {input.benchmarks:q}"
-        " --output {output.kept:q} --report {output.report:q}"
+        "cosmopedia decontaminate --input {input.dedup:q} --benchmarks {input.prepared:q}"
+        " --index {input.index:q} --output {output.kept:q} --report {output.report:q}"
         " --settings {params.settings:q} 2> {log:q}"
+
+
+rule decontam_summary:
+    input:
+        reports=all_shards("decontam_report"),
+        prepared=rules.benchmarks.output.prepared,
+    output:
+        summary=report(
+            layout.global_path(ROOT, "decontam_summary"),
+            category="Decontamination",
+            caption="../report/decontam_summary.rst",
+        ),
+    log:
+        f"{LOGS}/decontam_summary.log",
+    benchmark:
+        f"{BENCHMARKS}/decontam_summary.tsv"
+    shell:
+        "cosmopedia decontam-summary --reports {input.reports:q} --benchmarks {input.prepared:q}"
+        " --output {output.summary:q} 2> {log:q}"
