@@ -1,0 +1,86 @@
+# Plots and tables for `snakemake --report report.html` (one self-contained HTML file).
+# The command reads the finished run's files through the plan and the layout, so its
+# command line stays short at any number of shards. Timing plots (throughput, start-up,
+# runtimes) differ from run to run; no report file is listed in the dataset manifest.
+import os
+
+from cosmopedia.report import FILES as REPORT_FILES
+
+REPORT_DIR = f"{ROOT}/report"
+
+
+rule report_plots:
+    input:
+        plan=layout.global_path(ROOT, "plan"),
+        manifest=layout.global_path(ROOT, "manifest"),
+        removed=layout.global_path(ROOT, "removed_rows"),
+        clusters=layout.global_path(ROOT, "clusters"),
+        provenance=all_shards("generation_provenance"),
+        reports=all_shards("decontam_report"),
+        dropped=all_shards("clean_dropped"),
+        dedup_removed=all_shards("dedup_removed"),
+    output:
+        token_lengths=report(
+            f"{REPORT_DIR}/{REPORT_FILES['token_lengths']}",
+            caption="../report/token_lengths.rst",
+            category="Dataset",
+            labels={"item": "token length per format and audience", "type": "plot"},
+        ),
+        removed_rows=report(
+            f"{REPORT_DIR}/{REPORT_FILES['removed_rows']}",
+            caption="../report/removed_rows.rst",
+            category="Dataset",
+            labels={"item": "removed rows with text", "type": "table"},
+        ),
+        throughput=report(
+            f"{REPORT_DIR}/{REPORT_FILES['throughput']}",
+            caption="../report/throughput.rst",
+            category="Generation",
+            labels={"item": "throughput per shard", "type": "plot"},
+        ),
+        failures=report(
+            f"{REPORT_DIR}/{REPORT_FILES['failures']}",
+            caption="../report/failures.rst",
+            category="Generation",
+            labels={"item": "failures per shard and cause", "type": "plot"},
+        ),
+        startup=report(
+            f"{REPORT_DIR}/{REPORT_FILES['startup']}",
+            caption="../report/startup.rst",
+            category="Generation",
+            labels={"item": "server start-up per job", "type": "plot"},
+        ),
+        cluster_sizes=report(
+            f"{REPORT_DIR}/{REPORT_FILES['cluster_sizes']}",
+            caption="../report/cluster_sizes.rst",
+            category="Deduplication",
+            labels={"item": "MinHash cluster sizes", "type": "plot"},
+        ),
+        contamination=report(
+            f"{REPORT_DIR}/{REPORT_FILES['contamination']}",
+            caption="../report/contamination.rst",
+            category="Decontamination",
+            labels={"item": "hits per benchmark", "type": "plot"},
+        ),
+        contaminated_rows=report(
+            f"{REPORT_DIR}/{REPORT_FILES['contaminated_rows']}",
+            caption="../report/contaminated_rows.rst",
+            category="Decontamination",
+            labels={"item": "contaminated rows with matched text", "type": "table"},
+        ),
+        runtimes=report(
+            f"{REPORT_DIR}/{REPORT_FILES['runtimes']}",
+            caption="../report/runtimes.rst",
+            category="Runtimes",
+            labels={"item": "runtime per rule", "type": "plot"},
+        ),
+    log:
+        f"{LOGS}/report_plots.log",
+    benchmark:
+        f"{BENCHMARKS}/report_plots.tsv"
+    params:
+        benchmarks=BENCHMARKS,
+        out_dir=lambda wildcards, output: os.path.dirname(output.token_lengths),
+    shell:
+        "cosmopedia report-plots --plan {input.plan:q} --benchmarks {params.benchmarks:q}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"
