@@ -29,7 +29,7 @@ def test_clean_strips_openers_and_drops_with_reasons():
         "Tides rise twice a day here.",
         "Hello is a word this sentence keeps.",
     ]
-    assert dict(zip(dropped["id"], dropped["reason"])) == {
+    assert dict(zip(dropped["id"], dropped["reason"], strict=True)) == {
         "b": "too_short",
         "c": "failed: overloaded",
     }

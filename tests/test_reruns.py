@@ -97,6 +97,14 @@ def test_changing_the_model_revision_reruns_every_generate_job(run):
     assert jobs["generate"] == 7
 
 
+def test_changing_how_generation_runs_regenerates_nothing(run):
+    change = {"generation": {"concurrency": 3, "request_timeout_s": 60, "max_retries": 2}}
+    jobs = planned_jobs(run, *extra_config(run, change))
+    # Only the manifest (which records the whole resolved config) is rewritten.
+    assert "generate" not in jobs and "clean" not in jobs
+    assert jobs["dataset"] == 1
+
+
 def test_editing_one_familys_templates_reruns_only_its_prompts(run):
     path = run / "resources/prompts/templates.yaml"
     templates = yaml.safe_load(path.read_text())

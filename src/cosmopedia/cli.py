@@ -24,8 +24,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of one bucket"),
     "minhash-cluster": ("cosmopedia.minhash", "cluster_main", "Clusters -> per-shard removals"),
     "minhash-filter": ("cosmopedia.minhash", "filter_main", "Drop a shard's duplicates"),
+    "benchmarks-download": (
+        "cosmopedia.benchmarks",
+        "download_main",
+        "One Hub benchmark at its pinned revision -> items (.parquet)",
+    ),
+    "benchmarks": ("cosmopedia.benchmarks", "main", "Benchmark items -> Parquet + N-gram index"),
     "decontaminate": ("cosmopedia.decontam", "main", "Drop rows overlapping benchmark items"),
+    "decontam-summary": ("cosmopedia.decontam", "summary_main", "Per-benchmark decontam summary"),
     "dataset": ("cosmopedia.dataset", "main", "Final Cosmopedia-schema files + manifest"),
+    "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
+    "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
+    "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
 }
 
 
@@ -74,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
         return int(handler(args) or 0)
-    except CliError as exc:
-        logging.getLogger("cosmopedia").error("%s", exc)
-        return 2
+    except Exception as exc:  # the last line of the job's log says what to do
+        known = isinstance(exc, CliError)
+        logging.getLogger("cosmopedia").error("%s", exc, exc_info=not known)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cosmopedia {args.command} failed: {reason}. Fix the input/config and rerun "
+              "snakemake; finished work is kept.", file=sys.stderr)  # fmt: skip
+        return 2 if known else 1
 
 
 if __name__ == "__main__":

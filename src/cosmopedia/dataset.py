@@ -16,8 +16,16 @@ from pathlib import Path
 import polars as pl
 
 from cosmopedia import __version__
+from cosmopedia.card import dataset_card
 from cosmopedia.cli import load_settings
-from cosmopedia.io import read_json, read_parquet, sha256_file, write_json, write_parquet
+from cosmopedia.io import (
+    read_json,
+    read_parquet,
+    sha256_file,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from cosmopedia.layout import DATASET_SHARD, global_path, shard_path
 
 log = logging.getLogger("cosmopedia.dataset")
@@ -35,6 +43,17 @@ DATASET_COLUMNS = [
     "seed",
     "finish_reason",
 ]
+KEY_PACKAGES = (
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+    "datatrove",
+    "datasets",
+    "huggingface-hub",
+    "polars",
+    "pyarrow",
+    "zstandard",
+    "spacy",
+)
 COUNTED_STAGES = ["seeds", "prompts", "generations", "clean", "dedup", "decontam"]
 # Generation provenance that describes the data. Host, devices, timings, retries and rows
 # reused from a checkpoint describe one run: they stay in the shard's provenance file, so
@@ -91,9 +110,9 @@ def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
             pl.lit(source).alias("source"),
             pl.lit("decontaminate").alias("stage"),
             pl.lit("benchmark_overlap").alias("reason"),
-            pl.format(
-                "{} {} ratio={}", "task_name", "item_id", pl.col("ratio").round(4)
-            ).alias("detail"),
+            pl.format("{} {} ratio={}", "task_name", "item_id", pl.col("ratio").round(4)).alias(
+                "detail"
+            ),
         ),
     ]
     return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
@@ -131,7 +150,10 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
     totals = {s: sum(c[s] for c in stages.values()) for s in COUNTED_STAGES}
     removed_by = {
         f"{stage}/{reason}": n
-        for stage, reason, n in removed_df.group_by("stage", "reason").len().sort("stage", "reason").rows()
+        for stage, reason, n in removed_df.group_by("stage", "reason")
+        .len()
+        .sort("stage", "reason")
+        .rows()
     }
     generation = {}
     for entry in plan:
@@ -141,14 +163,45 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
     return {
         "dataset": {k: settings[k] for k in ("name", "version", "license")},
         "cosmopedia_version": __version__,
+        "project": settings["project"],
+        "packages": package_versions(),
+        "config": settings["config"],
+        "config_sha256": settings["config_sha256"],
+        "seed_scheme": settings["seed_scheme"],
+        "determinism": determinism(generation),
         "root_sha256": root_hash,
         "files": files,
-        "totals": {"rows": sum(f["rows"] for f in files), "tokens": sum(f["tokens"] for f in files)},
+        "totals": {
+            "rows": sum(f["rows"] for f in files),
+            "tokens": sum(f["tokens"] for f in files),
+        },
         "stage_rows": {"total": totals, "by_shard": stages},
         "removed": removed_by,
-        "settings": settings,
         "generation": generation,
     }
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def determinism(generation: dict) -> str:
+    """How exactly generation can be repeated, from the engines that made the shards."""
+    kinds = sorted({prov.get("engine", {}).get("kind", "unknown") for prov in generation.values()})
+    if kinds == ["dummy"]:
+        return "exact: the dummy engine is a pure function of prompt and seed"
+    return (
+        f"engine-dependent ({', '.join(kinds)}): seeded sampling, but continuous batching can "
+        "change logits; reuse cached generations for exact rebuilds"
+    )
 
 
 def summary_text(manifest: dict, root: str) -> str:
@@ -179,7 +232,11 @@ def main(args) -> int:
     plan = read_json(args.plan)["shards"]
     manifest = build_dataset(args.root, plan, settings)
     write_json(manifest, global_path(args.root, "manifest"))
+    schema = pl.read_parquet_schema(
+        f"{global_path(args.root, 'dataset_dir')}/{manifest['files'][0]['path']}"
+    )
+    write_text(dataset_card(manifest, schema), global_path(args.root, "card"))
     summary = summary_text(manifest, args.root)
-    Path(global_path(args.root, "summary")).write_text(summary, encoding="utf-8")
+    write_text(summary, global_path(args.root, "summary"))
     log.info("\n%s", summary)
     return 0

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,18 @@ PARQUET_COMPRESSION_LEVEL = 9
 PARQUET_ROW_GROUP_SIZE = 50_000
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
@@ -32,11 +45,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes 0600 files: give outputs the usual mode, so shared result folders work.
+    os.chmod(tmp_path, 0o666 & ~current_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp dir beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders
+    old = None
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "dir")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike, sort_by: str | None = "id") -> None:
@@ -57,11 +92,14 @@ def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def write_json(obj, path: str | os.PathLike) -> None:
-    """Write JSON with sorted keys and a trailing newline, atomically (stable bytes)."""
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+def write_text(text: str, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write JSON with sorted keys and a trailing newline, atomically (stable bytes)."""
+    write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", path)
 
 
 def read_json(path: str | os.PathLike):
@@ -71,10 +109,9 @@ def read_json(path: str | os.PathLike):
 def write_jsonl_zst(rows, path: str | os.PathLike, level: int = 10) -> None:
     """Write dict rows as zstd-compressed JSON lines (no timestamp in the frame), atomically."""
     cctx = zstandard.ZstdCompressor(level=level)
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        with cctx.stream_writer(raw) as out:
-            for row in rows:
-                out.write((json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, cctx.stream_writer(raw) as out:
+        for row in rows:
+            out.write((json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
 def iter_jsonl_zst(path: str | os.PathLike):

@@ -9,6 +9,8 @@ from __future__ import annotations
 # stage -> pattern relative to the results root; {source} and {shard} name a shard.
 SHARD_FILES = {
     "seeds": "seeds/{source}/{shard}.parquet",
+    # Bad rows set aside (sources.<name>.on_bad_rows: quarantine) and their count.
+    "seed_quarantine": "seeds/{source}/{shard}.quarantine.json",
     "prompts": "prompts/{source}/{shard}.parquet",
     "generations": "generations/{source}/{shard}.parquet",
     "generation_provenance": "generations/{source}/{shard}.provenance.json",
@@ -30,11 +32,22 @@ GLOBAL_FILES = {
     "buckets": "minhash/buckets/{bucket}.dups",
     "remove_dir": "minhash/remove",
     "clusters": "minhash/clusters.parquet",
+    "cluster_report": "minhash/cluster_report.tsv",
+    "buckets_manifest": "minhash/buckets/{bucket}.dups.json",
+    # This version's MinHash index, one file per bucket (+ .json): what a later version
+    # deduplicates against (config minhash.index_from).
+    "minhash_index": "minhash/index/{bucket}.minhash.index",
+    "minhash_index_manifest": "minhash/index/{bucket}.minhash.index.json",
+    "benchmark_items": "decontam/benchmarks.parquet",
+    "benchmark_index": "decontam/benchmarks.ngrams",
+    "decontam_summary": "decontam/summary.tsv",
     "dataset_dir": "dataset",
     "dataset_data": "dataset/data",
     "manifest": "dataset/manifest.json",
+    "card": "dataset/README.md",
     "removed_rows": "dataset/removed_rows.parquet",
     "summary": "dataset/summary.txt",
+    "publish_receipt": "publish/receipt.json",
 }
 
 # Released file of one shard, relative to the dataset folder (one config per family).

@@ -4,12 +4,12 @@ rule clean:
     output:
         kept=out("clean"),
         dropped=out("clean_dropped"),
-    params:
-        settings=settings(plan.clean_settings(config)),
     log:
         f"{LOGS}/clean/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/clean/{{source}}/{{shard}}.tsv"
+    params:
+        settings=settings(plan.clean_settings(config)),
     shell:
         "cosmopedia clean --input {input.generations:q} --output {output.kept:q}"
         " --dropped {output.dropped:q} --settings {params.settings:q} 2> {log:q}"

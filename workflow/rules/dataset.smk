@@ -15,15 +15,16 @@ rule dataset:
     output:
         data=directory(layout.global_path(ROOT, "dataset_data")),
         manifest=layout.global_path(ROOT, "manifest"),
+        card=layout.global_path(ROOT, "card"),
         removed=layout.global_path(ROOT, "removed_rows"),
         summary=layout.global_path(ROOT, "summary"),
-    params:
-        root=ROOT,
-        settings=settings(plan.dataset_settings(config)),
     log:
         f"{LOGS}/dataset.log",
     benchmark:
         f"{BENCHMARKS}/dataset.tsv"
+    params:
+        root=results_root,
+        settings=settings(plan.dataset_settings(config, PROJECT_REVISION)),
     shell:
         "cosmopedia dataset --root {params.root:q} --plan {input.plan:q}"
         " --settings {params.settings:q} 2> {log:q}"

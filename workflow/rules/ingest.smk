@@ -1,10 +1,15 @@
+# The shard plan is a small JSON file: not worth a cluster job.
+localrules:
+    shard_plan,
+
+
 rule shard_plan:
     output:
         plan=layout.global_path(ROOT, "plan"),
-    params:
-        shards=shard_plan_entries(),
     log:
         f"{LOGS}/shard_plan.log",
+    params:
+        shards=shard_plan_entries(),
     run:
         from cosmopedia.io import write_json
 
@@ -13,16 +18,20 @@ rule shard_plan:
 
 rule ingest:
     input:
-        seed_file,
+        ingest_input,
     output:
         seeds=out("seeds"),
-    params:
-        settings=ingest_settings,
-        seed_sha256=seed_sha256,
+        # Bad rows set aside (sources.<name>.on_bad_rows: quarantine) and their count.
+        quarantine=out("seed_quarantine"),
     log:
         f"{LOGS}/ingest/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/ingest/{{source}}/{{shard}}.tsv"
+    params:
+        seed=ingest_seed,
+        settings=ingest_settings,
+        seed_sha256=ingest_fingerprint,
     shell:
-        "cosmopedia ingest --input {input:q} --output {output.seeds:q} --shard {wildcards.shard}"
+        "cosmopedia ingest --input {params.seed:q} --output {output.seeds:q}"
+        " --quarantine {output.quarantine:q} --shard {wildcards.shard}"
         " --settings {params.settings:q} 2> {log:q}"

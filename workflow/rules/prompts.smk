@@ -3,12 +3,12 @@ rule prompts:
         seeds=rules.ingest.output.seeds,
     output:
         prompts=out("prompts"),
-    params:
-        settings=prompts_settings,
     log:
         f"{LOGS}/prompts/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/prompts/{{source}}/{{shard}}.tsv"
+    params:
+        settings=prompts_settings,
     shell:
         "cosmopedia prompts --input {input.seeds:q} --output {output.prompts:q}"
         " --settings {params.settings:q} 2> {log:q}"

@@ -1,0 +1,197 @@
+"""Verify a dataset version: rebuild it from its manifest and compare, file by file.
+
+1. Integrity: the files beside the manifest (if any) against their recorded sha256.
+2. Rebuild: the manifest's resolved config (or a config file to check against it) runs the
+   workflow in a fresh working directory. Generations are reused from a cache (a previous
+   results folder) for every shard whose generation provenance matches the manifest, so
+   a rebuild needs no GPU; other shards are generated again.
+3. Compare: config keys, released files (sha256, rows) and row counts of every step of
+   every shard. Every difference is printed; any difference exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from cosmopedia.cli import CliError
+from cosmopedia.dataset import MANIFEST_GENERATION_KEYS
+from cosmopedia.io import read_json
+from cosmopedia.layout import shard_path
+from cosmopedia.release import integrity_problems
+
+log = logging.getLogger("cosmopedia.verify")
+
+REPO = Path(__file__).resolve().parents[2]
+# Never linked into a rebuild directory: outputs and state of the original run.
+NOT_LINKED = {"results", ".snakemake", ".git", ".venv"}
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, sub in value.items():
+            out |= flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: value}
+
+
+def config_differences(expected: dict, actual: dict) -> list[str]:
+    a, b = flatten(expected), flatten(actual)
+    return [
+        f"config {key}: manifest {a.get(key, '(absent)')!r}, rebuild {b.get(key, '(absent)')!r}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    ]
+
+
+def manifest_differences(expected: dict, actual: dict) -> list[str]:
+    problems = config_differences(expected["config"], actual["config"])
+    want = {f["path"]: f for f in expected["files"]}
+    got = {f["path"]: f for f in actual["files"]}
+    for path in sorted(set(want) | set(got)):
+        if path not in got:
+            problems.append(f"{path}: in the manifest, not rebuilt")
+        elif path not in want:
+            problems.append(f"{path}: rebuilt, not in the manifest")
+        elif want[path]["sha256"] != got[path]["sha256"]:
+            problems.append(
+                f"{path}: sha256 differs (rows {want[path]['rows']} -> {got[path]['rows']})"
+            )
+    want_rows, got_rows = expected["stage_rows"]["by_shard"], actual["stage_rows"]["by_shard"]
+    for shard in sorted(set(want_rows) | set(got_rows)):
+        for stage in want_rows.get(shard, got_rows.get(shard, {})):
+            a = want_rows.get(shard, {}).get(stage)
+            b = got_rows.get(shard, {}).get(stage)
+            if a != b:
+                problems.append(f"shard {shard}, step {stage}: rows {a} -> {b}")
+    if not problems and expected["root_sha256"] != actual["root_sha256"]:
+        problems.append("root sha256 differs")
+    return problems
+
+
+def load_manifest(ref: str) -> tuple[dict, Path | None]:
+    """A manifest by path, or `hf://datasets/<repo>[@revision]` from the Hub."""
+    if ref.startswith("hf://datasets/"):
+        from huggingface_hub import hf_hub_download
+
+        repo, _, revision = ref.removeprefix("hf://datasets/").partition("@")
+        path = hf_hub_download(
+            repo, "manifest.json", repo_type="dataset", revision=revision or None
+        )
+        return read_json(path), None
+    path = Path(ref)
+    if not path.is_file():
+        raise CliError(f"no manifest at {ref}")
+    return read_json(path), path.parent
+
+
+def resolve_config(config_file: str) -> dict:
+    """A config file as the workflow sees it: validated, defaults filled in."""
+    from snakemake.utils import validate
+
+    from cosmopedia.plan import redact_secrets
+
+    config = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return redact_secrets(config)
+
+
+def prepare_workdir(workdir: Path, project_dir: Path, config: dict) -> None:
+    """Link the project's inputs (seeds, templates, benchmarks) and write the config."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for entry in project_dir.iterdir():
+        if entry.name not in NOT_LINKED and not (workdir / entry.name).exists():
+            (workdir / entry.name).symlink_to(entry.resolve())
+    (workdir / "verify-config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def reuse_generations(manifest: dict, cache_root: Path, root: str, workdir: Path) -> list[str]:
+    """Copy cached generations whose provenance matches the manifest; the shard keys reused."""
+    reused = []
+    for key, expected in sorted(manifest["generation"].items()):
+        source, shard = key.split("/", 1)
+        prov_path = cache_root / shard_path(".", "generation_provenance", source, shard)
+        data_path = cache_root / shard_path(".", "generations", source, shard)
+        if not (prov_path.is_file() and data_path.is_file()):
+            continue
+        cached = read_json(prov_path)
+        if {k: cached.get(k) for k in MANIFEST_GENERATION_KEYS if k in expected} != expected:
+            continue
+        for src, rel in ((data_path, "generations"), (prov_path, "generation_provenance")):
+            dst = workdir / shard_path(root, rel, source, shard)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)  # fresh mtime: newer than the rebuilt prompts
+        reused.append(key)
+    return reused
+
+
+def snakemake(workdir: Path, snakefile: Path, cores: int, *extra: str) -> None:
+    bin_dir = Path(sys.executable).parent
+    cmd = [
+        str(bin_dir / "snakemake"), "-s", str(snakefile), "--directory", str(workdir),
+        "--configfile", str(workdir / "verify-config.yaml"), "--cores", str(cores), "--quiet",
+        *extra,
+    ]  # fmt: skip
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CliError(f"rebuild failed in {workdir}:\n{proc.stderr[-4000:]}")
+
+
+def verify(args) -> list[str]:
+    manifest, release_dir = load_manifest(args.manifest)
+    problems = integrity_problems(release_dir, manifest) if release_dir else []
+    if args.integrity_only:
+        return problems
+
+    config = resolve_config(args.configfile) if args.configfile else manifest["config"]
+    project_dir = Path(args.project_dir).resolve()
+    root = f"results/{config['dataset']['name']}/{config['dataset']['version']}"
+    cache_root = Path(args.cache) if args.cache else project_dir / root
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cosmopedia-verify-"))
+    prepare_workdir(workdir, project_dir, config)
+    snakefile = Path(args.snakefile)
+
+    # Seeds and prompts first, so that reused generations are newer than their prompts.
+    snakemake(workdir, snakefile, args.cores, "--until", "prompts")
+    reused = reuse_generations(manifest, cache_root, root, workdir) if cache_root.exists() else []
+    log.info(
+        "reusing cached generations of %d of %d shards", len(reused), len(manifest["generation"])
+    )
+    snakemake(workdir, snakefile, args.cores)
+    rebuilt = read_json(workdir / root / "dataset/manifest.json")
+    return problems + manifest_differences(manifest, rebuilt)
+
+
+def add_arguments(name, parser):
+    parser.add_argument(
+        "--manifest", required=True, help="manifest.json path or hf://datasets/REPO[@REV]"
+    )
+    parser.add_argument("--configfile", help="check this config instead of the manifest's")
+    parser.add_argument("--project-dir", default=".", help="where seeds/templates/benchmarks live")
+    parser.add_argument("--cache", help="results folder whose generations may be reused")
+    parser.add_argument("--workdir", help="rebuild here (default: a new temporary folder)")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--snakefile", default=str(REPO / "workflow/Snakefile"))
+    parser.add_argument(
+        "--integrity-only", action="store_true", help="only check the files beside the manifest"
+    )
+
+
+def main(args) -> int:
+    problems = verify(args)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    if problems:
+        print(f"verify: {len(problems)} difference(s)")
+        return 1
+    print("verify: OK, the rebuild matches the manifest")
+    return 0
