@@ -193,3 +193,10 @@ def test_local_items_are_checked(tmp_path):
         benchmarks.read_items([tmp_path / "c.jsonl"])
     with pytest.raises(CliError, match="is missing"):
         benchmarks.read_items([tmp_path / "nope.jsonl"])
+
+
+def test_a_malformed_benchmark_line_is_named(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"text": "q? a", "task_name": "t"}\n\n{"text": oops}\n')
+    with pytest.raises(CliError, match=r"items.jsonl:3: malformed JSON"):
+        benchmarks.read_items([path])

@@ -25,7 +25,6 @@ are an error) and can save the decontamination N-gram index beside it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -222,9 +221,10 @@ def _read_records(path: Path) -> pl.DataFrame:
     if path.suffix == ".parquet":
         return read_parquet(path)
     if path.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        return pl.DataFrame(records, infer_schema_length=None)
+        # The seed reader: a bad line fails naming the file and line.
+        from cosmopedia.ingest import read_records
+
+        return pl.DataFrame(read_records(str(path)), infer_schema_length=None)
     raise CliError(f"{path}: benchmarks must be .jsonl or .parquet")
 
 
