@@ -4,9 +4,14 @@
    shards of ~10k prompts; the seed files are empty, a dry-run never reads them) against
    a bare Snakemake chain with the same number of jobs and the same shape (the same
    per-shard chain length, bucket fan-in and aggregate jobs, but plain `touch` rules
-   without params, logs, benchmarks or input functions), measured in the same run:
+   without params, logs, benchmarks or input functions), measured in the same run; and
+   against a second bare chain whose steps declare as many outputs, logs and benchmark
+   files as the real rules (read from a forced dry-run of a small copy): Snakemake's
+   bookkeeping costs per declared file, and this ratio shows what the workflow costs
+   beyond it (input functions, params, shell commands...). The target (<= 1.5) is
+   against the plain chain;
    - outputs absent: nothing has run yet;
-   - outputs present: after a simulated run of both workflows. The simulated run is a
+   - outputs present: after a simulated run of each workflow. The simulated run is a
      real Snakemake run whose shell commands are replaced in-process by creating the
      job's outputs and logs, so Snakemake records its real metadata (code, params,
      input) and the dry-run afterwards does what it does after a real run.
@@ -17,8 +22,8 @@
 3. Execution: jobs finished per second for a chain of trivial jobs (`touch`) under the
    candidate scheduler settings, each run cut after --exec-seconds.
 
-Run from the repository root (about 20-25 minutes on 2 busy cores at 3,000 shards, most
-of it the two simulated runs of 21k jobs):
+Run from the repository root (about 30 minutes on 2 busy cores at 3,000 shards, most
+of it the three simulated runs of 21k jobs):
 
     .venv/bin/python bench/dag.py --json dag.json      # everything, 3,000 shards
     .venv/bin/python bench/dag.py --shards 300 --repeats 1 --exec-seconds 10  # ~4 min
@@ -134,6 +139,8 @@ def shard_counts(total: int) -> dict[str, int]:
     full = sum(SOURCE_SHARDS.values())
     counts = {s: max(1, round(n * total / full)) for s, n in SOURCE_SHARDS.items()}
     counts["web_v1"] += total - sum(counts.values())
+    if counts["web_v1"] < 1:
+        raise SystemExit(f"{total} shards are too few for {len(SOURCE_SHARDS)} sources")
     return counts
 
 
@@ -172,11 +179,7 @@ rule plan:
 rule step1:
     input:
         "seeds/{{shard}}.txt",
-    output:
-        "step1/{{shard}}.txt",
-    shell:
-        "touch {{output}}"
-
+{step1}
 {chain}
 
 rule bucket:
@@ -220,17 +223,27 @@ rule report:
 """
 
 
-def make_bare(workdir: Path, shards: int, steps: int, buckets: int, singles: int) -> None:
+def make_bare(
+    workdir: Path,
+    shards: int,
+    steps: int,
+    buckets: int,
+    singles: int,
+    declared: list[dict[str, int]] | None = None,
+) -> None:
     """Same job count as the real DAG: `steps` jobs per shard, `buckets` fan-in jobs, and
-    `singles` one-off jobs (plan, cluster, final, report, all, plus chained extras)."""
+    `singles` one-off jobs (plan, cluster, final, report, all, plus chained extras).
+
+    `declared` (one entry per step, in chain order): the outputs, logs and benchmark files
+    the real rule at that position declares; each step then declares as many (and touches
+    them). Without it every step has one output and nothing else."""
     sig = steps - 2  # signatures feed the buckets; the next step also needs the cluster
     chain = []
     for k in range(2, steps + 1):
         extra = '        "cluster.txt",\n' if k == sig + 1 else ""
         chain.append(
             f'rule step{k}:\n    input:\n        "step{k - 1}/{{shard}}.txt",\n{extra}'
-            f'    output:\n        "step{k}/{{shard}}.txt",\n'
-            '    shell:\n        "touch {output}"\n'
+            f"{step_files(k, declared)}"
         )
     n_extra = singles - 5
     if n_extra < 0:
@@ -244,13 +257,64 @@ def make_bare(workdir: Path, shards: int, steps: int, buckets: int, singles: int
     (workdir / "Snakefile").write_text(
         BARE_SNAKEFILE.format(
             shards=shards, steps=steps, sig=sig, buckets=buckets, chain="\n\n".join(chain),
-            extras="\n\n".join(extras),
+            extras="\n\n".join(extras), step1=step_files(1, declared),
             extra_targets=f'"extra{n_extra - 1}.txt",' if n_extra else "",
         )
     )  # fmt: skip
     (workdir / "seeds").mkdir()
     for i in range(shards):
         (workdir / "seeds" / f"s{i:05d}.txt").touch()
+
+
+def step_files(k: int, declared: list[dict[str, int]] | None) -> str:
+    """The output/log/benchmark/shell part of chain step k (a rule body, indented)."""
+    files = declared[k - 1] if declared else {"output": 1, "log": 0, "benchmark": 0}
+    outputs = [f"step{k}/{{shard}}.txt"]
+    outputs += [f"step{k}/{{shard}}.{j}.txt" for j in range(1, files["output"])]
+    logs = [f"logs/step{k}/{{shard}}.{j}.log" for j in range(files["log"])]
+    text = "    output:\n" + "".join(f'        "{o}",\n' for o in outputs)
+    if logs:
+        text += "    log:\n" + "".join(f'        "{lg}",\n' for lg in logs)
+    if files["benchmark"]:
+        text += f'    benchmark:\n        "benchmarks/step{k}/{{shard}}.tsv"\n'
+    touch = "touch {output} {log}" if logs else "touch {output}"
+    return text + f'    shell:\n        "{touch}"\n'
+
+
+def declared_files(snakefile: Path, workdir: Path, shards: int) -> list[dict[str, int]]:
+    """The files each per-shard rule of the real workflow declares, in chain order, from a
+    forced dry-run of a small working directory that prints every job."""
+    result = run_timed(snakemake(snakefile, workdir, "-n", "--forceall", "--cores", "1"))
+    if result["rc"] != 0:
+        raise SystemExit(f"dry-run failed in {workdir}:\n{result['out'][-4000:]}")
+    jobs: list[dict] = []
+    for line in result["out"].splitlines():
+        if line.startswith("rule ") and line.endswith(":"):
+            jobs.append({"rule": line[5:-1], "input": [], "output": [], "log": [], "benchmark": []})
+        elif jobs and line.startswith("    ") and ": " in line:
+            key, _, value = line.strip().partition(": ")
+            if key in ("input", "output", "log", "benchmark"):
+                jobs[-1][key] = value.split(", ")
+    per_rule: dict[str, list[dict]] = {}
+    for job in jobs:
+        per_rule.setdefault(job["rule"], []).append(job)
+    chain_rules = {r for r, js in per_rule.items() if len(js) == shards}
+    producer = {path: job["rule"] for job in jobs for path in job["output"]}
+    upstream = {
+        rule: {producer.get(p) for j in per_rule[rule] for p in j["input"]} & chain_rules
+        for rule in chain_rules
+    }
+    order: list[str] = []
+    while len(order) < len(chain_rules):  # topological order of the per-shard rules
+        ready = sorted(r for r in chain_rules - set(order) if upstream[r] <= set(order))
+        if not ready:
+            raise SystemExit(f"per-shard rules are not a chain: {upstream}")
+        order.append(ready[0])
+    return [
+        {key: max(len(j[key]) for j in per_rule[rule]) for key in ("output", "log", "benchmark")}
+        | {"rule": rule}
+        for rule in order
+    ]
 
 
 def chain_snakefile(workdir: Path, shards: int, steps: int) -> Path:
@@ -358,13 +422,14 @@ def dry_run(snakefile: Path, workdir: Path, *extra: str) -> dict:
     return result
 
 
-def compare(real: tuple[Path, Path], bare: tuple[Path, Path], repeats: int, label: str) -> dict:
-    """Alternate dry-runs of both workflows; the best of `repeats` each."""
-    runs: dict[str, list[dict]] = {"real": [], "bare": []}
+def compare(workflows: dict[str, tuple[Path, Path]], repeats: int, label: str) -> dict:
+    """Dry-runs of each workflow in turn (the order rotates per repeat), the best of
+    `repeats` each; ratios of "real" against every other."""
+    names = list(workflows)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     for i in range(repeats):
-        order = [("real", real), ("bare", bare)] if i % 2 == 0 else [("bare", bare), ("real", real)]
-        for name, (snakefile, workdir) in order:
-            r = dry_run(snakefile, workdir)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            r = dry_run(*workflows[name])
             runs[name].append(r)
             log(f"  {label} {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['jobs']} jobs")
     best = {name: min(rs, key=lambda r: r["wall"]) for name, rs in runs.items()}
@@ -373,8 +438,10 @@ def compare(real: tuple[Path, Path], bare: tuple[Path, Path], repeats: int, labe
         | {"jobs": best[name]["jobs"], "nothing_to_do": best[name]["nothing_to_do"]}
         for name in best
     }
-    out["ratio_wall"] = round(best["real"]["wall"] / best["bare"]["wall"], 2)
-    out["ratio_cpu"] = round(best["real"]["cpu"] / max(best["bare"]["cpu"], 1e-9), 2)
+    for name in names[1:]:
+        suffix = "" if name == "bare" else f"_vs_{name}"
+        out[f"ratio_wall{suffix}"] = round(best["real"]["wall"] / best[name]["wall"], 2)
+        out[f"ratio_cpu{suffix}"] = round(best["real"]["cpu"] / max(best[name]["cpu"], 1e-9), 2)
     return out
 
 
@@ -500,34 +567,46 @@ def main(argv: list[str] | None = None) -> int:
         singles = sum(1 for n in stats.values() if n == 1)
         if steps * args.shards + buckets + singles != total:
             raise SystemExit(f"unexpected DAG shape: {stats}")
-        bare = (base / "bare" / "Snakefile", base / "bare")
-        shape = [args.shards, steps, buckets, singles]
-        if bare[1].exists() and json.loads((bare[1] / "shape.json").read_text()) != shape:
-            shutil.rmtree(bare[1])  # the workflow changed since: a new bare chain
-        if not bare[1].exists():
-            make_bare(bare[1], *shape)
-            (bare[1] / "shape.json").write_text(json.dumps(shape))
-        results["dag"] = {"jobs": total, "jobs_per_rule": stats}
+        # The files every per-shard rule declares (outputs, logs, benchmark), from a small
+        # copy: the second baseline declares as many, so that its ratio shows what the
+        # workflow costs beyond Snakemake's per-file bookkeeping.
+        probe, probe_shards = base / "probe", 16  # at least one shard per source
+        if not probe.exists():
+            make_real(probe, probe_shards)
+        declared = declared_files(real[0], probe, probe_shards)
+        if len(declared) != steps:
+            raise SystemExit(f"found {len(declared)} per-shard rules, expected {steps}")
+        baselines = {
+            "bare": (base / "bare", [args.shards, steps, buckets, singles, None]),
+            "bare_files": (base / "bare_files", [args.shards, steps, buckets, singles, declared]),
+        }
+        workflows = {"real": real}
+        for name, (workdir, shape) in baselines.items():
+            if workdir.exists() and json.loads((workdir / "shape.json").read_text()) != shape:
+                shutil.rmtree(workdir)  # the workflow changed since: a new bare chain
+            if not workdir.exists():
+                make_bare(workdir, *shape)
+                (workdir / "shape.json").write_text(json.dumps(shape))
+            workflows[name] = (workdir / "Snakefile", workdir)
+            bare_total = job_stats(dry_run(*workflows[name], "--forceall")["out"]).get("total")
+            if bare_total != total:
+                raise SystemExit(f"{name} chain has {bare_total} jobs, not {total}")
+        results["dag"] = {"jobs": total, "jobs_per_rule": stats, "declared_files": declared}
         log(f"real DAG: {total} jobs; first dry-run {first['wall']:.1f} s")
+        log(f"files per job, in chain order: {declared}")
 
-        bare_total = job_stats(dry_run(*bare, "--forceall")["out"]).get("total")
-        if bare_total != total:
-            raise SystemExit(f"bare chain has {bare_total} jobs, not {total}")
         if not args.skip_absent:
-            results["absent"] = compare(real, bare, args.repeats, "absent")
+            results["absent"] = compare(workflows, args.repeats, "absent")
 
         if not args.skip_present:
             commands = base / "commands.json"
-            log("simulated run of the real workflow (outputs, logs, benchmarks, metadata)")
-            run_real = simulate_run(*real, commands=commands)
-            log(f"  {run_real['wall']:.0f} s")
-            log("simulated run of the bare chain")
-            run_bare = simulate_run(*bare)
-            log(f"  {run_bare['wall']:.0f} s")
-            results["simulated_run_seconds"] = {
-                "real": round(run_real["wall"], 1), "bare": round(run_bare["wall"], 1)
-            }  # fmt: skip
-            results["present"] = compare(real, bare, args.repeats, "present")
+            results["simulated_run_seconds"] = {}
+            for name, (snakefile, workdir) in workflows.items():
+                log(f"simulated run of {name} (outputs, logs, benchmarks, metadata)")
+                run = simulate_run(snakefile, workdir, commands if name == "real" else None)
+                results["simulated_run_seconds"][name] = round(run["wall"], 1)
+                log(f"  {run['wall']:.0f} s")
+            results["present"] = compare(workflows, args.repeats, "present")
             results["command_lines"] = command_lines(json.loads(commands.read_text()))
 
         if not args.skip_exec:
@@ -558,6 +637,11 @@ def print_summary(results: dict) -> None:
             f"(CPU {r['ratio_cpu']}); nothing to do: real {r['real']['nothing_to_do']}, "
             f"bare {r['bare']['nothing_to_do']}"
         )
+        if "bare_files" in r:
+            print(
+                f"  vs a bare chain declaring the same files per job: {r['bare_files']['wall']} s "
+                f"-> ratio {r['ratio_wall_vs_bare_files']} (CPU {r['ratio_cpu_vs_bare_files']})"
+            )
     if "command_lines" in results:
         c = results["command_lines"]
         print(f"command lines (MAX_ARG_STRLEN {c['MAX_ARG_STRLEN']}, ARG_MAX {c['ARG_MAX']}):")

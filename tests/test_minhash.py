@@ -223,6 +223,41 @@ def test_second_run_is_byte_identical(corpus, first_run, tmp_path):
     assert not any(str(work).encode() in data for data in first.values())
 
 
+def test_plan_names_the_same_signatures_as_key_value_pairs(first_run, tmp_path, capsys):
+    """The workflow passes the shard plan, not 3,000 KEY=DIR pairs: same bytes out."""
+    from cosmopedia import layout
+
+    work, out = first_run
+    root = tmp_path / "results" / "name" / "v1"
+    entries = [dict(zip(("source", "shard"), key.split("/"), strict=True)) for key in KEYS]
+    for entry, key in zip(entries, KEYS, strict=True):
+        target = layout.shard_path(str(root), "signatures", entry["source"], entry["shard"])
+        shutil.copytree(out["sig"][key], target)
+    plan = Path(layout.global_path(str(root), "plan"))
+    plan.parent.mkdir(parents=True)
+    plan.write_text(json.dumps({"shards": list(reversed(entries))}))  # order does not matter
+    s = json.dumps(SETTINGS)
+    assert cli.main(
+        ["minhash-buckets", "--plan", str(plan), "--dups-dir", str(tmp_path / "dups"),
+         "--settings", s]
+    ) == 0  # fmt: skip
+    nb = minhash.parse_settings(SETTINGS)["num_buckets"]
+    dups = [str(minhash.dups_path(tmp_path / "dups", b)) for b in range(nb)]
+    argv = ["minhash-cluster", "--dups", *dups, "--plan", str(plan), "--root", str(root)]
+    argv += ["--remove-dir", str(tmp_path / "remove"), "--clusters", str(tmp_path / "c.parquet")]
+    assert cli.main([*argv, "--settings", s]) == 0
+    for b in range(nb):
+        assert Path(dups[b]).read_bytes() == minhash.dups_path(work / "dups", b).read_bytes()
+    assert all_files(tmp_path / "remove") == all_files(work / "remove")
+
+    elsewhere = tmp_path / "plan.json"
+    elsewhere.write_text(plan.read_text())
+    argv = ["minhash-buckets", "--plan", str(elsewhere), "--dups-dir", str(tmp_path / "d2")]
+    assert cli.main([*argv, "--settings", s]) == 2
+    assert "is not <results root>/plan/shards.json; give --root" in capsys.readouterr().err
+    assert not (tmp_path / "d2").exists()
+
+
 def test_stale_files_beside_signatures_are_not_read(first_run, tmp_path):
     work, out = first_run
     sig = {k: tmp_path / "sig" / k for k in KEYS}

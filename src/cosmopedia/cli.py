@@ -43,6 +43,34 @@ class CliError(Exception):
     """An error whose message is the whole story for the user (no traceback needed)."""
 
 
+def add_plan_arguments(parser, listed: str, metavar: str, what: str) -> None:
+    """Per-shard inputs of an aggregate step: listed (`--<listed>`) or every planned shard's,
+    found through the shard plan (`--plan`). The workflow passes the plan: at 3,000 shards
+    a list runs to hundreds of KB of command line."""
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument(f"--{listed}", nargs="+", metavar=metavar, help=what)
+    given.add_argument("--plan", help="shard plan (<root>/plan/shards.json): every shard's")
+    parser.add_argument("--root", help="results root with --plan (default: the plan's)")
+
+
+def plan_paths(plan: str, root: str | None, stage: str) -> dict[str, str]:
+    """{source}/{shard} -> the file of `stage` of every shard in the plan file."""
+    from cosmopedia import layout
+    from cosmopedia.io import read_json
+
+    try:
+        root = root or layout.plan_root(plan)
+    except ValueError as exc:
+        raise CliError(f"--plan {exc}; give --root") from None
+    try:
+        entries = read_json(plan)["shards"]
+    except FileNotFoundError:
+        raise CliError(f"--plan {plan}: no such file") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"--plan {plan} is not a shard plan: {exc}") from None
+    return layout.plan_stage_paths(entries, root, stage)
+
+
 def load_settings(value: str) -> dict:
     """`--settings` takes JSON, or @path to a JSON/YAML file (for running a step by hand)."""
     if value.startswith("@"):

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cosmopedia.cli import CliError, load_settings
+from cosmopedia.cli import CliError, add_plan_arguments, load_settings, plan_paths
 from cosmopedia.io import read_parquet, write_parquet
 
 try:  # identical results, compiled (see the module docstring)
@@ -560,7 +560,7 @@ def add_arguments(name, parser):
             "--settings", required=True, help="JSON: ngram, threshold, min_block_chars"
         )
     elif name == "decontam-summary":
-        parser.add_argument("--reports", required=True, nargs="+", help="per-shard reports")
+        add_plan_arguments(parser, "reports", "REPORT", "per-shard reports (.parquet)")
         parser.add_argument("--benchmarks", required=True, help="prepared items (.parquet)")
         parser.add_argument("--output", required=True, help="per-benchmark summary (.tsv)")
 
@@ -581,7 +581,8 @@ def summary_main(args) -> int:
     from cosmopedia.benchmarks import read_items
     from cosmopedia.io import atomic_path
 
-    summary = summarize(map(read_parquet, args.reports), read_items([args.benchmarks]))
+    reports = args.reports or list(plan_paths(args.plan, args.root, "decontam_report").values())
+    summary = summarize(map(read_parquet, reports), read_items([args.benchmarks]))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output) as tmp:
         summary.write_csv(tmp, separator="\t", float_precision=4)

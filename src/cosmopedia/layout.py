@@ -19,8 +19,12 @@ SHARD_FILES = {
     "clean": "clean/{source}/{shard}.parquet",
     "clean_dropped": "clean/{source}/{shard}.dropped.parquet",
     "signatures": "minhash/signatures/{source}/{shard}",
-    "signature_stream": "minhash/signatures/{source}/{shard}.stream.json",
+    # Inside the signatures folder: the document stream the signatures were made from.
+    "signature_stream": "minhash/signatures/{source}/{shard}/stream.json",
+    # Inside the cluster job's folder (global "remove_dir"): the shard's documents to
+    # drop, and which of those matched a previous version (minhash.index_from).
     "remove": "minhash/remove/{source}/{shard}.remove",
+    "remove_previous": "minhash/remove/{source}/{shard}.previous",
     "dedup": "dedup/{source}/{shard}.parquet",
     "dedup_removed": "dedup/{source}/{shard}.removed.parquet",
     "decontam": "decontam/{source}/{shard}.parquet",
@@ -65,3 +69,23 @@ def shard_pattern(root: str, stage: str) -> str:
 
 def global_path(root: str, name: str, **kwargs) -> str:
     return f"{root}/{GLOBAL_FILES[name].format(**kwargs)}"
+
+
+def plan_root(plan_path: str) -> str:
+    """The results root that holds the shard plan `<root>/plan/shards.json`."""
+    suffix = "/" + GLOBAL_FILES["plan"]
+    if not str(plan_path).endswith(suffix):
+        raise ValueError(f"{plan_path!r} is not <results root>{suffix}")
+    return str(plan_path)[: -len(suffix)]
+
+
+def plan_stage_paths(plan: list[dict], root: str, stage: str) -> dict[str, str]:
+    """{source}/{shard} -> the file of `stage`, for every shard of a plan, in plan order.
+
+    Aggregate steps take their inputs this way, not as one path per shard on the command
+    line: at 3,000 shards such lists run to hundreds of KB.
+    """
+    return {
+        f"{e['source']}/{e['shard']}": shard_path(root, stage, e["source"], e["shard"])
+        for e in plan
+    }

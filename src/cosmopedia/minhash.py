@@ -1,6 +1,6 @@
 """MinHash near-duplicate removal: datatrove's four stages, one Snakemake job per task.
 
-    minhash-signature  (one job per shard)   CLEAN.parquet -> SIGDIR/ + STREAM.json
+    minhash-signature  (one job per shard)   CLEAN.parquet -> SIGDIR/ (with SIGDIR/stream.json)
     minhash-buckets    (one job)             every SIGDIR's bucket_B.sig (+ a previous
                                              version's B.minhash.index) -> B.dups + B.dups.json
                                              + this version's B.minhash.index (+ .json), for
@@ -17,13 +17,13 @@ would turn reruns into silent no-ops). Around them this module guards datatrove'
   read, and the ranks are the same in every job.
 - The filter drops doc *positions*: it re-creates the stream with `shard_documents` (the
   same function the signature step used) and refuses to run unless its fingerprint (count,
-  sha256 of the ordered ids and of the texts) equals the one recorded in STREAM.json.
+  sha256 of the ordered ids and of the texts) equals the one recorded in SIGDIR/stream.json.
 - Settings (and the datatrove and spaCy versions) are recorded with every signature and
   each bucket's duplicates; a later step fails, naming the shard or bucket, if any differs.
 
 A signature directory SIGDIR holds `bucket_{b:03d}.sig` (datatrove's sorted records),
-`stream.json` (same content as STREAM.json) and `ids.parquet` (doc_idx, id in stream
-order: the cluster step maps datatrove's doc indices back to ids with it).
+`stream.json` (the stream record; `--stream` writes a copy elsewhere) and `ids.parquet`
+(doc_idx, id in stream order: the cluster step maps datatrove's doc indices back to ids).
 
 Deduplicating against a previous version: the buckets job also writes this version's
 index of every bucket (datatrove's `create_index_name`: the signatures of this version that
@@ -55,7 +55,7 @@ import numpy as np
 import polars as pl
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, WordTokenizer
 
-from cosmopedia.cli import CliError, load_settings
+from cosmopedia.cli import CliError, add_plan_arguments, load_settings, plan_paths
 from cosmopedia.io import atomic_dir, read_json, read_parquet, write_json, write_parquet
 
 log = logging.getLogger("cosmopedia.minhash")
@@ -378,7 +378,8 @@ def _uint32s(path: Path) -> np.ndarray:
 
 
 def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
-    """MinHash signatures of one shard -> SIGDIR; returns the stream record."""
+    """MinHash signatures of one shard -> SIGDIR (with its stream record, stream.json, which
+    the filter step checks); `stream_path`, if given, gets a copy. Returns the record."""
     from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 
     settings = parse_settings(settings)
@@ -413,7 +414,8 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
         )
         write_parquet(ids, out / "ids.parquet", sort_by=None)
         write_json(stream, out / "stream.json")
-    write_json(stream, stream_path)
+    if stream_path:
+        write_json(stream, stream_path)
     log.info(
         "%s: %d docs, %d with a signature (docs under n_grams words get none)",
         input_path,
@@ -843,15 +845,24 @@ def filter_shard(
 # ---------------------------------------------------------------- CLI
 
 
+def signature_dirs(args) -> dict[str, str]:
+    """{shard key: signature folder} from --signatures pairs or from the shard plan."""
+    if args.signatures:
+        return parse_key_values(args.signatures, "--signatures")
+    dirs = plan_paths(args.plan, args.root, "signatures")
+    shard_order(dirs)
+    return dirs
+
+
 def add_arguments(name, parser):
     settings_help = "JSON (or @file): n_grams, num_buckets, hashes_per_bucket, seed, precision, "
     settings_help += f"tokenizer ({'|'.join(TOKENIZERS)})"
     if name == "minhash-signature":
         parser.add_argument("--input", required=True, help="cleaned shard (.parquet)")
         parser.add_argument("--output-dir", required=True, help="signature directory (created)")
-        parser.add_argument("--stream", required=True, help="stream fingerprint (.json)")
+        parser.add_argument("--stream", help="also write the stream record here (.json)")
     elif name == "minhash-buckets":
-        parser.add_argument("--signatures", required=True, nargs="+", metavar="KEY=SIGDIR")
+        add_plan_arguments(parser, "signatures", "KEY=SIGDIR", "every shard's signatures")
         parser.add_argument("--dups-dir", required=True, help="{b}.dups (+ .json) per bucket")
         parser.add_argument("--index-dir", help="this version's {b}.minhash.index (+ .json)")
         parser.add_argument(
@@ -866,7 +877,7 @@ def add_arguments(name, parser):
         parser.add_argument("--version-name", help="recorded in the index manifests")
     elif name == "minhash-cluster":
         parser.add_argument("--dups", required=True, nargs="+", help=".dups of every bucket")
-        parser.add_argument("--signatures", required=True, nargs="+", metavar="KEY=SIGDIR")
+        add_plan_arguments(parser, "signatures", "KEY=SIGDIR", "every shard's signatures")
         parser.add_argument("--remove-dir", required=True, help="{key}.remove per shard")
         parser.add_argument("--clusters", required=True, help="clusters table (.parquet)")
         parser.add_argument("--report", help="one row per cluster (.tsv)")
@@ -874,7 +885,11 @@ def add_arguments(name, parser):
         parser.add_argument("--input", required=True, help="cleaned shard (.parquet)")
         parser.add_argument("--remove", required=True, help="this shard's .remove file")
         parser.add_argument("--previous", help="its .previous file (default: beside --remove)")
-        parser.add_argument("--stream", required=True, help="this shard's stream .json")
+        parser.add_argument(
+            "--stream",
+            required=True,
+            help="the stream record of its signatures (SIGDIR/stream.json)",
+        )
         parser.add_argument("--output", required=True, help="kept rows (.parquet)")
         parser.add_argument("--removed", required=True, help="removed rows + reason (.parquet)")
     parser.add_argument("--settings", required=True, help=settings_help)
@@ -886,7 +901,7 @@ def signature_main(args) -> int:
 
 
 def buckets_main(args) -> int:
-    signatures = parse_key_values(args.signatures, "--signatures")
+    signatures = signature_dirs(args)
     buckets(
         signatures,
         args.dups_dir,
@@ -901,7 +916,7 @@ def buckets_main(args) -> int:
 
 
 def cluster_main(args) -> int:
-    signatures = parse_key_values(args.signatures, "--signatures")
+    signatures = signature_dirs(args)
     settings = load_settings(args.settings)
     cluster(args.dups, signatures, args.remove_dir, args.clusters, settings, report=args.report)
     return 0

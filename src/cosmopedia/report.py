@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from cosmopedia.io import atomic_path, read_json
-from cosmopedia.layout import GLOBAL_FILES, global_path, shard_path
+from cosmopedia.layout import global_path, plan_root, shard_path
 
 log = logging.getLogger("cosmopedia.report")
 
@@ -552,10 +552,10 @@ def results_root(plan_path: str) -> str:
     """The results root that holds the shard plan `<root>/plan/shards.json`."""
     from cosmopedia.cli import CliError
 
-    suffix = "/" + GLOBAL_FILES["plan"]
-    if not plan_path.endswith(suffix):
-        raise CliError(f"--plan {plan_path!r} is not <results root>{suffix}; give --root")
-    return plan_path[: -len(suffix)]
+    try:
+        return plan_root(plan_path)
+    except ValueError as exc:
+        raise CliError(f"--plan {exc}; give --root") from None
 
 
 def add_arguments(name, parser):

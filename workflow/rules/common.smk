@@ -92,26 +92,11 @@ def shard_plan_entries():
     ]
 
 
-def signature_args(wildcards, input):
-    """KEY=DIR pairs of every shard's signature folder, in plan order."""
-    return " ".join(f"{s.key}={d}" for s, d in zip(SHARDS, input.signatures))
-
-
 def print_summary():
     summary = layout.global_path(ROOT, "summary")
     if os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
             print(f"\n{f.read()}", end="")
-
-
-def remove_file(wildcards, input):
-    """This shard's removal list inside the cluster job's folder (one file per shard)."""
-    return f"{input.removals}/{wildcards.source}/{wildcards.shard}.remove"
-
-
-def previous_file(wildcards, input):
-    """Which of those removals matched a previous version (minhash.index_from)."""
-    return f"{input.removals}/{wildcards.source}/{wildcards.shard}.previous"
 
 
 def dups_dir(wildcards, output):
@@ -132,8 +117,8 @@ def publish_options(wildcards):
     return " ".join(options)
 
 
-def generate_settings(wildcards, resources):
-    """Every generation setting, for the CLI. Taking `resources` makes Snakemake treat this
+def generate_settings(wildcards, output):
+    """Every generation setting, for the CLI. Taking `output` makes Snakemake treat this
     param as derived and not compare it: operational knobs (concurrency, timeouts, retries,
     instances) must not regenerate shards; what changes results is in params.request."""
     return settings(plan.generate_settings(config))

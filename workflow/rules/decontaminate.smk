@@ -63,6 +63,7 @@ rule decontaminate:
 
 rule decontam_summary:
     input:
+        plan=rules.shard_plan.output.plan,
         reports=all_shards("decontam_report"),
         prepared=rules.benchmarks.output.prepared,
     output:
@@ -75,6 +76,9 @@ rule decontam_summary:
         f"{LOGS}/decontam_summary.log",
     benchmark:
         f"{BENCHMARKS}/decontam_summary.tsv"
+    params:
+        root=results_root,
     shell:
-        "cosmopedia decontam-summary --reports {input.reports:q} --benchmarks {input.prepared:q}"
+        "cosmopedia decontam-summary --plan {input.plan:q} --root {params.root:q}"
+        " --benchmarks {input.prepared:q}"
         " --output {output.summary:q} 2> {log:q}"

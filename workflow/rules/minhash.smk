@@ -8,7 +8,6 @@ rule minhash_signature:
         clean=rules.clean.output.kept,
     output:
         signatures=directory(out("signatures")),
-        stream=out("signature_stream"),
     log:
         f"{LOGS}/minhash_signature/{{source}}/{{shard}}.log",
     benchmark:
@@ -17,7 +16,7 @@ rule minhash_signature:
         settings=settings(plan.minhash_settings(config)),
     shell:
         "cosmopedia minhash-signature --input {input.clean:q} --output-dir {output.signatures:q}"
-        " --stream {output.stream:q} --settings {params.settings:q} 2> {log:q}"
+        " --settings {params.settings:q} 2> {log:q}"
 
 
 # All buckets in one job, as datatrove tasks on the job's threads (datatrove's
@@ -25,6 +24,7 @@ rule minhash_signature:
 # import for a merge that is short next to them. It also writes this version's index.
 rule minhash_buckets:
     input:
+        plan=rules.shard_plan.output.plan,
         signatures=all_shards("signatures"),
         previous=MINHASH_PREVIOUS_FILES,
     output:
@@ -43,22 +43,25 @@ rule minhash_buckets:
     threads: len(BUCKETS)
     params:
         settings=settings(plan.minhash_settings(config)),
-        signatures=signature_args,
         dups_dir=dups_dir,
         index_dir=index_dir,
+        root=results_root,
         version=plan.dataset_version(config),
     shell:
-        "cosmopedia minhash-buckets --signatures {params.signatures}"
+        "cosmopedia minhash-buckets --plan {input.plan:q} --root {params.root:q}"
         " --dups-dir {params.dups_dir:q} --index-dir {params.index_dir:q}"
         " --index-from {input.previous:q} --workers {threads}"
         " --version-name {params.version:q} --settings {params.settings:q} 2> {log:q}"
 
 
+# The signature folders are read through the plan, not listed as inputs: the buckets job
+# already depends on each of them, and a rule with 3,000 inputs that every filter job
+# depends on costs Snakemake a scan of that list per filter job (quadratic planning).
 rule minhash_cluster:
     input:
+        plan=rules.shard_plan.output.plan,
         dups=rules.minhash_buckets.output.dups,
         manifests=rules.minhash_buckets.output.manifests,
-        signatures=all_shards("signatures"),
     output:
         removals=directory(layout.global_path(ROOT, "remove_dir")),
         clusters=report(
@@ -77,9 +80,10 @@ rule minhash_cluster:
         f"{BENCHMARKS}/minhash_cluster.tsv"
     params:
         settings=settings(plan.minhash_settings(config)),
-        signatures=signature_args,
+        root=results_root,
     shell:
-        "cosmopedia minhash-cluster --dups {input.dups:q} --signatures {params.signatures}"
+        "cosmopedia minhash-cluster --dups {input.dups:q}"
+        " --plan {input.plan:q} --root {params.root:q}"
         " --remove-dir {output.removals:q} --clusters {output.clusters:q}"
         " --report {output.report:q} --settings {params.settings:q} 2> {log:q}"
 
@@ -87,7 +91,7 @@ rule minhash_cluster:
 rule minhash_filter:
     input:
         clean=rules.clean.output.kept,
-        stream=rules.minhash_signature.output.stream,
+        signatures=rules.minhash_signature.output.signatures,
         removals=rules.minhash_cluster.output.removals,
     output:
         kept=out("dedup"),
@@ -98,12 +102,13 @@ rule minhash_filter:
         f"{BENCHMARKS}/minhash_filter/{{source}}/{{shard}}.tsv"
     params:
         settings=settings(plan.minhash_settings(config)),
-        remove_file=remove_file,
-        previous_file=previous_file,
+        stream=out("signature_stream"),
+        remove_file=out("remove"),
+        previous_file=out("remove_previous"),
     shell:
         "cosmopedia minhash-filter --input {input.clean:q} --remove {params.remove_file:q}"
         " --previous {params.previous_file:q}"
-        " --stream {input.stream:q} --output {output.kept:q} --removed {output.removed:q}"
+        " --stream {params.stream:q} --output {output.kept:q} --removed {output.removed:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
