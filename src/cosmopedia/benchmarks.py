@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia.cli import CliError, load_settings
+from cosmopedia.cli import CliError, load_settings, require_columns
 from cosmopedia.io import read_parquet, write_parquet
 
 log = logging.getLogger("cosmopedia.benchmarks")
@@ -235,11 +235,7 @@ def read_items(paths: Iterable[str | Path]) -> pl.DataFrame:
         if not path.exists():
             raise CliError(f"benchmark file {path} is missing")
         df = _read_records(path)
-        for column in ("text", "task_name"):
-            if column not in df.columns:
-                raise CliError(f"{path}: missing column {column!r}")
-            if df[column].null_count():
-                raise CliError(f"{path}: null values in column {column!r}")
+        require_columns(df, path, ("text", "task_name"))
         default = pl.col("task_name") + "/" + pl.int_range(pl.len()).cast(pl.String)
         ids = pl.col("id").cast(pl.String).fill_null(default) if "id" in df.columns else default
         frames.append(df.with_columns(id=ids).select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))

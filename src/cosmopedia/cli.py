@@ -53,8 +53,8 @@ def add_plan_arguments(parser, listed: str, metavar: str, what: str) -> None:
     parser.add_argument("--root", help="results root with --plan (default: the plan's)")
 
 
-def plan_paths(plan: str, root: str | None, stage: str) -> dict[str, str]:
-    """{source}/{shard} -> the file of `stage` of every shard in the plan file."""
+def read_plan(plan: str, root: str | None) -> tuple[str, list[dict]]:
+    """The results root (`root`, or the one holding the plan) and the shard plan's entries."""
     from cosmopedia import layout
     from cosmopedia.io import read_json
 
@@ -62,13 +62,24 @@ def plan_paths(plan: str, root: str | None, stage: str) -> dict[str, str]:
         root = root or layout.plan_root(plan)
     except ValueError as exc:
         raise CliError(f"--plan {exc}; give --root") from None
-    try:
-        entries = read_json(plan)["shards"]
-    except FileNotFoundError:
-        raise CliError(f"--plan {plan}: no such file") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"--plan {plan} is not a shard plan: {exc}") from None
+    return root, read_json(plan)["shards"]
+
+
+def plan_paths(plan: str, root: str | None, stage: str) -> dict[str, str]:
+    """{source}/{shard} -> the file of `stage` of every shard in the plan file."""
+    from cosmopedia import layout
+
+    root, entries = read_plan(plan, root)
     return layout.plan_stage_paths(entries, root, stage)
+
+
+def require_columns(df, path, columns) -> None:
+    """A table read from `path` has these columns, without nulls."""
+    for column in columns:
+        if column not in df.columns:
+            raise CliError(f"{path}: missing column {column!r}")
+        if df[column].null_count():
+            raise CliError(f"{path}: null values in column {column!r}")
 
 
 def load_settings(value: str) -> dict:

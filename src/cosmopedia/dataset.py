@@ -17,7 +17,7 @@ import polars as pl
 
 from cosmopedia import __version__
 from cosmopedia.card import dataset_card
-from cosmopedia.cli import load_settings
+from cosmopedia.cli import load_settings, read_plan
 from cosmopedia.io import (
     read_json,
     read_parquet,
@@ -229,7 +229,7 @@ def add_arguments(name, parser):
 
 def main(args) -> int:
     settings = load_settings(args.settings)
-    plan = read_json(args.plan)["shards"]
+    _, plan = read_plan(args.plan, args.root)
     manifest = build_dataset(args.root, plan, settings)
     write_json(manifest, global_path(args.root, "manifest"))
     schema = pl.read_parquet_schema(

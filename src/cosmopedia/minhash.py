@@ -55,7 +55,13 @@ import numpy as np
 import polars as pl
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, WordTokenizer
 
-from cosmopedia.cli import CliError, add_plan_arguments, load_settings, plan_paths
+from cosmopedia.cli import (
+    CliError,
+    add_plan_arguments,
+    load_settings,
+    plan_paths,
+    require_columns,
+)
 from cosmopedia.io import atomic_dir, read_json, read_parquet, write_json, write_parquet
 
 log = logging.getLogger("cosmopedia.minhash")
@@ -250,11 +256,7 @@ def shard_order(keys: Iterable[str]) -> list[str]:
 
 def read_shard(path: str | os.PathLike) -> pl.DataFrame:
     df = read_parquet(path)
-    for column in ("id", "text"):
-        if column not in df.columns:
-            raise CliError(f"{path}: missing column {column!r}")
-        if df[column].null_count():
-            raise CliError(f"{path}: column {column!r} has null values")
+    require_columns(df, path, ("id", "text"))
     return df
 
 

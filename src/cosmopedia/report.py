@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from cosmopedia.io import atomic_path, read_json
-from cosmopedia.layout import global_path, plan_root, shard_path
+from cosmopedia.layout import global_path, shard_path
 
 log = logging.getLogger("cosmopedia.report")
 
@@ -548,16 +548,6 @@ def make_all(root: str, plan: list[dict], benchmarks_dir: str, out_dir: str) -> 
     return paths
 
 
-def results_root(plan_path: str) -> str:
-    """The results root that holds the shard plan `<root>/plan/shards.json`."""
-    from cosmopedia.cli import CliError
-
-    try:
-        return plan_root(plan_path)
-    except ValueError as exc:
-        raise CliError(f"--plan {exc}; give --root") from None
-
-
 def add_arguments(name, parser):
     parser.add_argument("--plan", required=True, help="shard plan (<root>/plan/shards.json)")
     parser.add_argument("--root", help="results root (default: the plan's, results/<name>/<v>)")
@@ -566,8 +556,9 @@ def add_arguments(name, parser):
 
 
 def main(args) -> int:
-    root = args.root or results_root(args.plan)
-    plan = read_json(args.plan)["shards"]
+    from cosmopedia.cli import read_plan
+
+    root, plan = read_plan(args.plan, args.root)
     paths = make_all(root, plan, args.benchmarks, args.out_dir)
     log.info("wrote %d report items to %s", len(paths), args.out_dir)
     return 0
