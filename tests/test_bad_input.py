@@ -14,6 +14,7 @@ key in the config, through a real dry-run).
 from __future__ import annotations
 
 import json
+import subprocess
 
 import polars as pl
 import pytest
@@ -21,8 +22,9 @@ import yaml
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
-from conftest import REPO, make_workdir, run_snakemake
+from conftest import BIN, REPO, make_workdir, run_snakemake
 from cosmopedia import hub
+from cosmopedia.io import read_parquet_metadata
 from cosmopedia.plan import PlanError, plan_shards
 from test_ingest import WEB, run_ingest, write_lines
 
@@ -325,7 +327,6 @@ def test_snakemake_bad_seed_row_fails_the_job_cleanly_then_quarantines(tmp_path)
     proc = run_snakemake(workdir, "--cores", "1", target, check=False)
     assert proc.returncode != 0
     assert not (root / "seeds" / "web" / "bad.parquet").exists()
-    assert not (root / "seeds" / "web" / "bad.quarantine.json").exists()
     assert list((root / "seeds" / "web").glob("*")) == [] if (root / "seeds").exists() else True
     log = (root / "logs" / "ingest" / "web" / "bad.log").read_text()
     assert "seeds/bad.jsonl:2: malformed JSON" in log
@@ -333,9 +334,17 @@ def test_snakemake_bad_seed_row_fails_the_job_cleanly_then_quarantines(tmp_path)
     config["sources"]["web"]["on_bad_rows"] = "quarantine"
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(workdir, "--cores", "1", target)
-    assert pl.read_parquet(root / "seeds" / "web" / "bad.parquet").height == 2
-    report = json.loads((root / "seeds" / "web" / "bad.quarantine.json").read_text())
+    seeds = root / "seeds" / "web" / "bad.parquet"
+    assert pl.read_parquet(seeds).height == 2
+    report = read_parquet_metadata(seeds)["ingest"]
     assert report["count"] == 1 and report["rows"][0]["line"] == 2
+    assert (report["rows_read"], report["rows_kept"]) == (3, 2)
+    # The CLI shows it: what a person runs to see the bad rows.
+    shown = subprocess.run(
+        [str(BIN / "cosmopedia"), "metadata", str(seeds)], capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(shown)[str(seeds)]["ingest"] == report
 
 
 @pytest.mark.e2e

@@ -27,8 +27,8 @@ def test_dag_benchmark_mirrors_the_workflow(tmp_path):
         "ingest", "prompts", "generate"
     ]  # fmt: skip
     assert sorted(declared) == sorted(chain)
-    assert declared["generate"] | {"rule": None} == {
-        "rule": None, "output": 2, "log": 2, "benchmark": 1
+    assert declared["clean"] | {"rule": None} == {
+        "rule": None, "output": 2, "log": 1, "benchmark": 1
     }  # fmt: skip
     assert all(d["log"] >= 1 and d["benchmark"] == 1 for d in declared.values())
     absent = result["absent"]

@@ -36,6 +36,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
     "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
     "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
+    "metadata": (
+        "cosmopedia.io",
+        "metadata_main",
+        "Show what a shard's Parquet metadata records (ingest: rows read, kept, bad rows)",
+    ),
 }
 
 

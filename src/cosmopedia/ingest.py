@@ -8,8 +8,9 @@ source columns named in the config. The seed file is a local .jsonl, .jsonl.zst 
 Bad rows (malformed JSON, invalid UTF-8, a missing column, an empty, overlong or
 non-string field, a duplicate id) fail the step with the file, row and column named, and
 nothing is written. With `sources.<name>.on_bad_rows: quarantine` they are set aside
-instead: the shard keeps the good rows and `<shard>.quarantine.json` beside it lists every
-bad row (row number, line, error, the start of the raw row) with their count. Problems of
+instead: the shard keeps the good rows, and its Parquet metadata (cosmopedia.ingest; shown
+by `cosmopedia metadata <shard>`) lists every bad row (row number, line, error, the
+start of the raw row) with their count and the rows read and kept. Problems of
 the whole file always fail: an unreadable file or Hub dataset, a required column absent
 from a Parquet file's schema, an empty file, or a file whose rows are all bad.
 """
@@ -27,7 +28,7 @@ import polars as pl
 
 from cosmopedia import hub
 from cosmopedia.cli import CliError, load_settings
-from cosmopedia.io import write_json, write_parquet
+from cosmopedia.io import INGEST_KEY, sha256_file, write_json, write_parquet
 
 log = logging.getLogger("cosmopedia.ingest")
 
@@ -280,6 +281,8 @@ def hub_items(ref: str, settings: dict) -> Iterator[Item]:
 
 
 def quarantine_report(args, settings: dict, bad: list[dict], total: int, kept: int) -> dict:
+    """Rows read and kept, and the bad rows set aside: stored in the shard's Parquet
+    metadata (cosmopedia.ingest), and with --quarantine also written as JSON."""
     return {
         "source": settings["source"],
         "shard": args.shard,
@@ -295,27 +298,47 @@ def quarantine_report(args, settings: dict, bad: list[dict], total: int, kept: i
 def add_arguments(name, parser):
     parser.add_argument(
         "--input",
-        required=True,
-        help="seed file (.jsonl, .jsonl.zst, .parquet) or hf://datasets/<repo>@<revision>/<file>",
+        help="seed file (.jsonl, .jsonl.zst, .parquet) or hf://datasets/<repo>@<revision>/<file>"
+        ' (default: the settings\' "seed")',
     )
     parser.add_argument("--output", required=True, help="seed shard (.parquet)")
     parser.add_argument("--shard", required=True, help="shard name (file name without suffix)")
     parser.add_argument(
         "--quarantine",
-        help="where to write the quarantine report (.json: bad rows set aside and their count)",
+        help="also write the quarantine report here (.json: rows read and kept, bad rows set "
+        "aside); it is always in the shard's Parquet metadata (cosmopedia.ingest)",
     )
     parser.add_argument(
         "--settings",
         required=True,
         help='JSON (or @file): {"source", "family", "columns", "id_column", "on_bad_rows", '
-        '"max_chars", "hub"}',
+        '"max_chars", "hub", "seed", "seed_sha256"}',
     )
+
+
+def check_seed(path: str, expected_sha256: str) -> None:
+    """Refuse a seed file whose bytes changed after the workflow was planned."""
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read seed file: {exc}") from exc
+    if actual != expected_sha256:
+        raise CliError(
+            f"{path}: the seed file changed after the workflow was planned (sha256 {actual}, "
+            f"planned {expected_sha256}); run Snakemake again to ingest the new content"
+        )
 
 
 def main(args) -> int:
     settings = load_settings(args.settings)
     if settings["family"] not in FAMILY_FIELDS:
         raise CliError(f"unknown seed family {settings['family']!r}")
+    if args.input is None:
+        if "seed" not in settings:
+            raise CliError('no seed file: give --input or "seed" in --settings')
+        args.input = settings["seed"]
+    if "seed_sha256" in settings and not hub.is_ref(args.input):
+        check_seed(args.input, settings["seed_sha256"])
     if hub.is_ref(args.input):
         items = hub_items(args.input, settings)
     else:
@@ -330,13 +353,14 @@ def main(args) -> int:
         df, bad, total = ingest_items(items, args.input, settings["source"], args.shard, settings)
     except hub.HubError as exc:
         raise CliError(str(exc)) from exc
+    report = quarantine_report(args, settings, bad, total, df.height)
     if args.quarantine:
-        write_json(quarantine_report(args, settings, bad, total, df.height), args.quarantine)
-    write_parquet(df, args.output)
+        write_json(report, args.quarantine)
+    write_parquet(df, args.output, metadata={INGEST_KEY: report})
     log.info("ingested %d of %d rows from %s into %s", df.height, total, args.input, args.output)
     if bad:
         log.warning(
-            "%d bad rows of %s quarantined in %s (first: %s)",
-            len(bad), args.input, args.quarantine or "(no --quarantine file)", bad[0]["error"],
+            "%d bad rows of %s set aside, listed in the metadata of %s (first: %s)",
+            len(bad), args.input, args.output, bad[0]["error"],
         )  # fmt: skip
     return 0

@@ -74,10 +74,30 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_parquet(df: pl.DataFrame, path: str | os.PathLike, sort_by: str | None = "id") -> None:
-    """Write `df` as deterministic zstd Parquet, sorted by `sort_by`, atomically."""
+# Key-value metadata of the workflow's Parquet files: cosmopedia.<name> -> JSON. A shard's
+# record of how it was made travels inside the shard when it is deterministic (ingest
+# counts and bad rows). Generation provenance holds run timings, so it stays a JSON file
+# beside the generations: their bytes stay the same from run to run.
+METADATA_PREFIX = "cosmopedia."
+INGEST_KEY = "ingest"  # seeds/<source>/<shard>.parquet: rows read, kept, bad rows set aside
+
+
+def write_parquet(
+    df: pl.DataFrame,
+    path: str | os.PathLike,
+    sort_by: str | None = "id",
+    metadata: dict[str, object] | None = None,
+) -> None:
+    """Write `df` as deterministic zstd Parquet, sorted by `sort_by`, atomically.
+
+    `metadata` (JSON-able values) is stored as key-value metadata, cosmopedia.<name>.
+    """
     if sort_by is not None and sort_by in df.columns:
         df = df.sort(sort_by, maintain_order=True)
+    kv = {
+        METADATA_PREFIX + name: json.dumps(value, sort_keys=True, ensure_ascii=False)
+        for name, value in (metadata or {}).items()
+    }
     with atomic_path(path) as tmp:
         df.write_parquet(
             tmp,
@@ -85,11 +105,21 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike, sort_by: str | None
             compression_level=PARQUET_COMPRESSION_LEVEL,
             row_group_size=PARQUET_ROW_GROUP_SIZE,
             statistics=True,
+            metadata=kv or None,
         )
 
 
 def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
     return pl.read_parquet(path)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, object]:
+    """The cosmopedia.<name> metadata of a Parquet file written by write_parquet: name -> value."""
+    return {
+        key[len(METADATA_PREFIX) :]: json.loads(value)
+        for key, value in pl.read_parquet_metadata(path).items()
+        if key.startswith(METADATA_PREFIX)
+    }
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
@@ -128,3 +158,21 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def add_arguments(name: str, parser) -> None:
+    parser.add_argument("files", nargs="+", help="Parquet files written by the workflow")
+
+
+def metadata_main(args) -> int:
+    """Print each file's cosmopedia.* metadata as JSON ({file: {name: value}})."""
+    from cosmopedia.cli import CliError
+
+    out = {}
+    for path in args.files:
+        try:
+            out[path] = read_parquet_metadata(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise CliError(f"{path}: cannot read Parquet metadata: {exc}") from exc
+    print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+    return 0

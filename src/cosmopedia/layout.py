@@ -9,8 +9,6 @@ from __future__ import annotations
 # stage -> pattern relative to the results root; {source} and {shard} name a shard.
 SHARD_FILES = {
     "seeds": "seeds/{source}/{shard}.parquet",
-    # Bad rows set aside (sources.<name>.on_bad_rows: quarantine) and their count.
-    "seed_quarantine": "seeds/{source}/{shard}.quarantine.json",
     "prompts": "prompts/{source}/{shard}.parquet",
     "generations": "generations/{source}/{shard}.parquet",
     "generation_provenance": "generations/{source}/{shard}.provenance.json",

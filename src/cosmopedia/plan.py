@@ -8,9 +8,12 @@ CLI as JSON in a rule param, so a config change reruns exactly the steps it feed
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,12 +120,19 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_family_templates(path: str, family: str) -> dict:
+@functools.lru_cache(maxsize=4)
+def _read_templates(path: str, mtime_ns: int, size: int) -> dict:
+    # Keyed by mtime and size: planning reads the file once, not once per source.
     with open(path, encoding="utf-8") as f:
-        templates = yaml.safe_load(f) or {}
+        return yaml.safe_load(f) or {}
+
+
+def load_family_templates(path: str, family: str) -> dict:
+    stat = os.stat(path)
+    templates = _read_templates(path, stat.st_mtime_ns, stat.st_size)
     if family not in templates:
         raise PlanError(f"prompt templates {path!r} have no block for seed family {family!r}")
-    return templates[family]
+    return copy.deepcopy(templates[family])
 
 
 # --- settings of each step ---------------------------------------------------------
@@ -141,6 +151,16 @@ def ingest_settings(config: dict, source: str) -> dict:
     if "hub" in spec:
         # The file list stays out: adding a file must not rerun the other shards.
         settings["hub"] = {k: v for k, v in spec["hub"].items() if k != "data_files"}
+    return settings
+
+
+def ingest_shard_settings(config: dict, shard: Shard, seed_sha256: str | None) -> dict:
+    """One ingest job's settings: its source's, its seed file (path or hf:// reference) and,
+    for a local file, the sha256 planning saw: the job reruns exactly when the bytes change,
+    and refuses a file that changed since."""
+    settings = {**ingest_settings(config, shard.source), "seed": shard.path}
+    if seed_sha256 is not None:
+        settings["seed_sha256"] = seed_sha256
     return settings
 
 

@@ -25,10 +25,12 @@ PROJECT_REVISION = plan.project_revision(workflow.basedir)
 BENCHMARKS = f"{ROOT}/benchmarks"
 
 
-wildcard_constraints:
-    source="[a-z0-9_]+",
-    shard="[A-Za-z0-9_-]+",
-    bucket="[0-9]+",
+# No wildcard_constraints: Snakemake 9 strips them from `rules.X.output` references, so
+# with any constraint every such input is found by matching its path against all rules
+# (1 M instructions per shard at planning, bench/dag.py). Names need no constraint:
+# plan.py checks source and shard names ([A-Za-z0-9_-]), every step has its own folder,
+# and where one step's patterns overlap ({shard}.parquet, {shard}.dropped.parquet)
+# Snakemake takes the match with the shortest wildcard values.
 
 
 def out(stage):
@@ -53,21 +55,23 @@ SEED_SHA256 = fingerprint.fingerprints(
 )
 
 
-def seed_file(wildcards):
-    return ancient(SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path)
-
-
-def seed_sha256(wildcards):
-    return SEED_SHA256[SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path]
-
-
 def settings(payload):
     """Step settings as the canonical JSON string the CLI takes (compared by repr)."""
     return plan.canonical_json(payload)
 
 
+# Each ingest job's settings: its source's, the seed file and, for a local file, its
+# sha256 (ingest checks it). Built once here: a param function per job costs planning time.
+INGEST_SETTINGS = {
+    s.key: settings(
+        plan.ingest_shard_settings(config, s, None if s.is_hub else SEED_SHA256[s.path])
+    )
+    for s in SHARDS
+}
+
+
 def ingest_settings(wildcards):
-    return settings(plan.ingest_settings(config, wildcards.source))
+    return INGEST_SETTINGS[f"{wildcards.source}/{wildcards.shard}"]
 
 
 # Templates are read once here; each prompts job sees only its own family's hash.
@@ -117,27 +121,21 @@ def publish_options(wildcards):
     return " ".join(options)
 
 
+GENERATE_SETTINGS = settings(plan.generate_settings(config))
+
+
 def generate_settings(wildcards, output):
     """Every generation setting, for the CLI. Taking `output` makes Snakemake treat this
     param as derived and not compare it: operational knobs (concurrency, timeouts, retries,
     instances) must not regenerate shards; what changes results is in params.request."""
-    return settings(plan.generate_settings(config))
+    return GENERATE_SETTINGS
 
 
 # A Hub shard (hf://datasets/<repo>@<revision>/<file>) has no local input: only this job
 # reaches the network, and its pinned revision (in the settings) stands for its content.
 def ingest_input(wildcards):
     shard = SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"]
-    return [] if shard.is_hub else seed_file(wildcards)
-
-
-def ingest_seed(wildcards):
-    return SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"].path
-
-
-def ingest_fingerprint(wildcards):
-    shard = SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"]
-    return shard.path if shard.is_hub else seed_sha256(wildcards)
+    return [] if shard.is_hub else ancient(shard.path)
 
 
 def results_root(wildcards, output):

@@ -1,7 +1,7 @@
 # The dataset and report steps read every stage's per-shard files through the plan and
 # the layout. Their inputs name only the last stage: the chain of jobs behind it is in
 # the DAG anyway, and Snakemake reruns a job there when any of its outputs (dropped
-# rows, provenance...) is missing. Listing every stage's 3,000 files here made planning
+# rows, removed rows...) is missing. Listing every stage's 3,000 files here made planning
 # at Cosmopedia scale markedly slower for no extra guarantee (bench/dag.py).
 rule dataset:
     input:

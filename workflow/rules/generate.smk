@@ -19,8 +19,7 @@ rule generate:
         generations=out("generations"),
         provenance=out("generation_provenance"),
     log:
-        client=f"{LOGS}/generate/{{source}}/{{shard}}.log",
-        engine=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
+        f"{LOGS}/generate/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/generate/{{source}}/{{shard}}.tsv"
     resources:
@@ -31,7 +30,12 @@ rule generate:
         # All settings, operational ones included (concurrency, timeouts, retries...).
         settings=generate_settings,
         checkpoint=out("generation_checkpoint"),
+        # The servers' own output, beside the job's log (appended across retries). Not a
+        # declared log: each declared file costs planning time on every shard, and the
+        # job's log names this file and quotes its end when a server fails.
+        engine_log=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
     shell:
         "cosmopedia generate --prompts {input.prompts:q} --output {output.generations:q}"
         " --provenance {output.provenance:q} --checkpoint {params.checkpoint:q}"
-        " --engine-log {log.engine:q} --settings {params.settings:q} 2> {log.client:q}"
+        " --engine-log {params.engine_log:q}"
+        " --settings {params.settings:q} 2> {log:q}"

@@ -20,18 +20,16 @@ rule ingest:
     input:
         ingest_input,
     output:
+        # Rows read and kept, and the bad rows set aside (sources.<name>.on_bad_rows:
+        # quarantine), are in its Parquet metadata (`cosmopedia metadata FILE`).
         seeds=out("seeds"),
-        # Bad rows set aside (sources.<name>.on_bad_rows: quarantine) and their count.
-        quarantine=out("seed_quarantine"),
     log:
         f"{LOGS}/ingest/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/ingest/{{source}}/{{shard}}.tsv"
     params:
-        seed=ingest_seed,
+        # The seed file (a path or hf:// reference) and its sha256 are in the settings.
         settings=ingest_settings,
-        seed_sha256=ingest_fingerprint,
     shell:
-        "cosmopedia ingest --input {params.seed:q} --output {output.seeds:q}"
-        " --quarantine {output.quarantine:q} --shard {wildcards.shard}"
+        "cosmopedia ingest --output {output.seeds:q} --shard {wildcards.shard}"
         " --settings {params.settings:q} 2> {log:q}"
