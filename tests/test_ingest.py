@@ -217,3 +217,28 @@ def test_hub_shard_ingests_through_the_cli(tmp_path, monkeypatch):
         {"id": "web/train-00000-of-00001/0000001", "text": "second extract", "topic": None},
     ]
     assert json.loads(quarantine.read_text())["input"].endswith(spec_path)
+
+
+def test_seed_from_settings_and_changed_seed_refused(tmp_path, capsys):
+    """The workflow passes the seed file and its planned sha256 in the settings: ingest
+    reads that file, records its counts in the shard's metadata, and refuses the file
+    once its bytes differ from what planning hashed."""
+    from cosmopedia.cli import main
+    from cosmopedia.io import read_parquet_metadata, sha256_file
+
+    seed = write_lines(tmp_path / "s.jsonl", [b'{"text": "one"}', b'{"text": "two"}'])
+    out = tmp_path / "out" / "s.parquet"
+    settings = {**WEB, "seed": seed, "seed_sha256": sha256_file(seed)}
+    argv = ["ingest", "--output", str(out), "--shard", "s", "--settings"]
+    assert main([*argv, json.dumps(settings)]) == 0
+    record = read_parquet_metadata(out)["ingest"]
+    assert (record["input"], record["rows_read"], record["rows_kept"], record["count"]) == (
+        seed, 2, 2, 0,
+    )  # fmt: skip
+
+    write_lines(tmp_path / "s.jsonl", [b'{"text": "one"}', b'{"text": "changed"}'])
+    out.unlink()
+    assert main([*argv, json.dumps(settings)]) == 2
+    err = capsys.readouterr().err
+    assert "changed after the workflow was planned" in err and "run Snakemake again" in err
+    assert not out.exists()
