@@ -280,7 +280,7 @@ def hub_items(ref: str, settings: dict) -> Iterator[Item]:
         yield Item(index, None, record)
 
 
-def quarantine_report(args, settings: dict, bad: list[dict], total: int, kept: int) -> dict:
+def ingest_record(args, settings: dict, bad: list[dict], total: int, kept: int) -> dict:
     """Rows read and kept, and the bad rows set aside: stored in the shard's Parquet
     metadata (cosmopedia.ingest), and with --quarantine also written as JSON."""
     return {
@@ -337,11 +337,11 @@ def main(args) -> int:
         if "seed" not in settings:
             raise CliError('no seed file: give --input or "seed" in --settings')
         args.input = settings["seed"]
-    if "seed_sha256" in settings and not hub.is_ref(args.input):
-        check_seed(args.input, settings["seed_sha256"])
     if hub.is_ref(args.input):
         items = hub_items(args.input, settings)
     else:
+        if "seed_sha256" in settings:
+            check_seed(args.input, settings["seed_sha256"])
         if args.input.endswith(".parquet") and Path(args.input).is_file():
             try:
                 schema = pl.read_parquet_schema(args.input)
@@ -353,10 +353,10 @@ def main(args) -> int:
         df, bad, total = ingest_items(items, args.input, settings["source"], args.shard, settings)
     except hub.HubError as exc:
         raise CliError(str(exc)) from exc
-    report = quarantine_report(args, settings, bad, total, df.height)
+    record = ingest_record(args, settings, bad, total, df.height)
     if args.quarantine:
-        write_json(report, args.quarantine)
-    write_parquet(df, args.output, metadata={INGEST_KEY: report})
+        write_json(record, args.quarantine)
+    write_parquet(df, args.output, metadata={INGEST_KEY: record})
     log.info("ingested %d of %d rows from %s into %s", df.height, total, args.input, args.output)
     if bad:
         log.warning(

@@ -154,11 +154,11 @@ def ingest_settings(config: dict, source: str) -> dict:
     return settings
 
 
-def ingest_shard_settings(config: dict, shard: Shard, seed_sha256: str | None) -> dict:
-    """One ingest job's settings: its source's, its seed file (path or hf:// reference) and,
-    for a local file, the sha256 planning saw: the job reruns exactly when the bytes change,
-    and refuses a file that changed since."""
-    settings = {**ingest_settings(config, shard.source), "seed": shard.path}
+def ingest_shard_settings(source_settings: dict, shard: Shard, seed_sha256: str | None) -> dict:
+    """One ingest job's settings: its source's (`ingest_settings`), its seed file (path or
+    hf:// reference) and, for a local file, the sha256 planning saw: the job reruns exactly
+    when the bytes change, and refuses a file that changed since."""
+    settings = {**source_settings, "seed": shard.path}
     if seed_sha256 is not None:
         settings["seed_sha256"] = seed_sha256
     return settings

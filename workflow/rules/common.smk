@@ -62,9 +62,16 @@ def settings(payload):
 
 # Each ingest job's settings: its source's, the seed file and, for a local file, its
 # sha256 (ingest checks it). Built once here: a param function per job costs planning time.
+SOURCE_INGEST_SETTINGS = {
+    source: plan.ingest_settings(config, source) for source in SOURCES
+}
 INGEST_SETTINGS = {
     s.key: settings(
-        plan.ingest_shard_settings(config, s, None if s.is_hub else SEED_SHA256[s.path])
+        plan.ingest_shard_settings(
+            SOURCE_INGEST_SETTINGS[s.source],
+            s,
+            None if s.is_hub else SEED_SHA256[s.path],
+        )
     )
     for s in SHARDS
 }
