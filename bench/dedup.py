@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia import minhash
+from cosmopedia import layout, minhash
 from cosmopedia.io import write_parquet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +82,7 @@ def make_corpus(n_shards: int, docs_per_shard: int, n_pairs: int, seed: int = 7)
 def write_shards(shards: dict[str, list[dict]], root: Path) -> dict[str, Path]:
     paths = {}
     for key, rows in shards.items():
-        paths[key] = root / "clean" / f"{key}.parquet"
+        paths[key] = Path(layout.shard_path(str(root), "clean", *key.split("/")))
         write_parquet(pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String}), paths[key])
     return paths
 
@@ -118,8 +118,13 @@ def out(stage):
     return layout.shard_pattern(ROOT, stage)
 
 
+def out_folder(stage):
+    return directory(layout.shard_folder_pattern(ROOT, stage))
+
+
 def all_shards(stage):
-    paths = [layout.shard_path(ROOT, stage, *key.split("/")) for key in KEYS]
+    path = layout.shard_folder if stage in layout.SHARD_FOLDERS else layout.shard_path
+    paths = [path(ROOT, stage, *key.split("/")) for key in KEYS]
     return lambda wildcards: paths
 
 
@@ -127,16 +132,8 @@ def settings(payload):
     return plan.canonical_json(payload)
 
 
-def signature_args(wildcards, input):
-    return " ".join(f"{{k}}={{d}}" for k, d in zip(KEYS, input.signatures))
-
-
-def remove_file(wildcards, input):
-    return f"{{input.removals}}/{{wildcards.source}}/{{wildcards.shard}}.remove"
-
-
-def previous_file(wildcards, input):
-    return f"{{input.removals}}/{{wildcards.source}}/{{wildcards.shard}}.previous"
+def results_root(wildcards, output):
+    return ROOT
 
 
 def dups_dir(wildcards, output):
@@ -154,7 +151,17 @@ rule all:
 
 rule clean:  # the shards are there already
     output:
-        kept=out("clean"),
+        clean=out_folder("clean"),
+
+
+rule shard_plan:
+    output:
+        plan=layout.global_path(ROOT, "plan"),
+    run:
+        from cosmopedia.io import write_json
+
+        shards = [dict(zip(("source", "shard"), key.split("/"))) for key in KEYS]
+        write_json({{"shards": shards}}, output.plan)
 
 
 include: "{rules}"
@@ -195,7 +202,7 @@ from datatrove.pipeline.dedup.minhash import (
 )
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
-from cosmopedia import minhash
+from cosmopedia import layout, minhash
 
 work, n_shards = sys.argv[1], int(sys.argv[2])
 settings = minhash.parse_settings({settings!r})
@@ -204,7 +211,7 @@ tokenizer = minhash.word_tokenizer(settings["tokenizer"])
 
 
 def reader():
-    return ParquetReader(f"{{work}}/clean", glob_pattern="*/*.parquet", id_key="id")
+    return ParquetReader(f"{{work}}/clean", glob_pattern="*/*/kept.parquet", id_key="id")
 
 
 def run(name, pipeline, tasks):
@@ -320,7 +327,7 @@ def main() -> int:
                     runs[side].append(run_snakemake(snake, keys, settings))
         snake_removed = set()
         for key in keys:
-            path = snake / "results" / "dedup" / f"{key}.removed.parquet"
+            path = layout.shard_path(str(snake / "results"), "dedup_removed", *key.split("/"))
             snake_removed |= set(pl.read_parquet(path)["id"])
         kept = set(pl.read_parquet(sorted(str(p) for p in (trove / "out").glob("*.parquet")))["id"])
         trove_removed = {r["id"] for rows in shards.values() for r in rows} - kept

@@ -28,7 +28,7 @@ def test_dag_benchmark_mirrors_the_workflow(tmp_path):
     ]  # fmt: skip
     assert sorted(declared) == sorted(chain)
     assert declared["clean"] | {"rule": None} == {
-        "rule": None, "output": 2, "log": 1, "benchmark": 1
+        "rule": None, "output": 1, "log": 1, "benchmark": 1
     }  # fmt: skip
     assert all(d["log"] >= 1 and d["benchmark"] == 1 for d in declared.values())
     absent = result["absent"]

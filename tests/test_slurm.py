@@ -34,6 +34,7 @@ from conftest import (
     run_snakemake,
     workflow_env,
 )
+from cosmopedia.layout import shard_folder, shard_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
@@ -161,7 +162,7 @@ def test_slurm_run_gives_the_local_dataset(slurm_run, demo_run):
     slurm_manifest = (slurm_run.workdir / MANIFEST).read_bytes()
     assert slurm_manifest == (demo_run / MANIFEST).read_bytes()
     for source, shard in shards(demo_run):
-        generations = DEMO_ROOT / "generations" / source / f"{shard}.parquet"
+        generations = shard_path(str(DEMO_ROOT), "generations", source, shard)
         assert (slurm_run.workdir / generations).read_bytes() == (
             demo_run / generations
         ).read_bytes(), generations
@@ -197,7 +198,9 @@ def test_engine_saw_the_allocated_gpus_and_listened_on_localhost(slurm_run):
     res = profile_resources()
     root = slurm_run.workdir / DEMO_ROOT
     for source, shard in shards(slurm_run.workdir):
-        prov = json.loads((root / "generations" / source / f"{shard}.provenance.json").read_text())
+        prov = json.loads(
+            Path(shard_path(str(root), "generation_provenance", source, shard)).read_text()
+        )
         devices = prov["cuda_visible_devices"]
         assert devices, (source, shard, devices)
         assert len(devices.split(",")) == res["gpus"], (source, shard, devices)
@@ -262,9 +265,11 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
         }
     }
     (work / "slow.yaml").write_text(yaml.safe_dump(overrides))
-    rel = DEMO_ROOT / "generations" / CANCEL_SOURCE
-    target = rel / f"{CANCEL_SHARD}.parquet"
-    checkpoint = work / rel / f"{CANCEL_SHARD}.checkpoint.jsonl"
+    target = shard_folder(str(DEMO_ROOT), "generations", CANCEL_SOURCE, CANCEL_SHARD)
+    checkpoint = work / shard_path(
+        str(DEMO_ROOT), "generation_checkpoint", CANCEL_SOURCE, CANCEL_SHARD
+    )
+    provenance = shard_path(str(DEMO_ROOT), "generation_provenance", CANCEL_SOURCE, CANCEL_SHARD)
     comment = f"rule_{GPU_RULE}_wildcards_{CANCEL_SOURCE}_{CANCEL_SHARD}"
 
     cmd = [
@@ -272,7 +277,7 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
         str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(work),
         "--profile", str(PROFILE),
         "--configfile", str(work / "config" / "config.yaml"), str(work / "slow.yaml"),
-        "--force", "--", str(target),
+        "--force", "--", target,
     ]  # fmt: skip
     log = tmp_path / "snakemake.log"
     with open(log, "w") as out:
@@ -306,8 +311,8 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
     assert all(job.partition == profile_resources()["gpu_partition"] for job in attempts)
 
     # Resumed: the rows finished before the cancel came from the checkpoint.
-    local_prov = json.loads((demo_run / rel / f"{CANCEL_SHARD}.provenance.json").read_text())
-    prov = json.loads((work / rel / f"{CANCEL_SHARD}.provenance.json").read_text())
+    local_prov = json.loads((demo_run / provenance).read_text())
+    prov = json.loads((work / provenance).read_text())
     assert prov["rows"] == local_prov["rows"]
     reused = prov["reused_from_checkpoint"]
     assert rows_before <= reused < prov["rows"], (rows_before, prov)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 
 import polars as pl
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_ROOT, make_workdir, run_snakemake
+from cosmopedia import layout
 
 pytestmark = pytest.mark.e2e
 
@@ -22,8 +24,8 @@ STEP_RULES = {
 
 
 def stage_ids(workdir, stage):
-    files = sorted((workdir / DEMO_ROOT / stage).glob("*/*.parquet"))
-    files = [f for f in files if f.name.count(".") == 1]  # not *.dropped/*.removed/*.report
+    files = sorted(glob.glob(layout.shard_glob(str(workdir / DEMO_ROOT), stage)))
+    assert files, stage
     return set(pl.concat([pl.read_parquet(f, columns=["id"]) for f in files])["id"])
 
 
@@ -32,6 +34,25 @@ def test_every_step_is_its_own_rule(tmp_path):
     proc = run_snakemake(workdir, "-n", "--quiet", "rules")
     planned = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert planned >= STEP_RULES
+
+
+def test_a_steps_shard_folder_is_a_target_and_a_file_inside_it_is_not(tmp_path):
+    """Steps with several files per shard declare the folder: asking for it plans that
+    shard's chain; asking for a file inside it says what to ask for instead."""
+    workdir = make_workdir(tmp_path / "w")
+    folder = layout.shard_folder(str(DEMO_ROOT), "clean", "web", "web-00000")
+    proc = run_snakemake(workdir, "-n", folder)
+    stats = proc.stdout.split("Job stats:")[1].split("total")[0].splitlines()[3:]
+    planned = dict(line.split() for line in stats if line.strip())
+    assert planned == {"ingest": "1", "prompts": "1", "generate": "1", "clean": "1"}, stats
+
+    inside = layout.shard_path(str(DEMO_ROOT), "clean_dropped", "web", "web-00000")
+    assert inside.startswith(folder + "/")
+    proc = run_snakemake(workdir, "-n", inside, check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "'web/web-00000/dropped.parquet' is not a planned shard" in output, output
+    assert "not a file inside a step's folder" in output
 
 
 def test_dataset_schema_and_manifest(demo_run):

@@ -26,7 +26,7 @@ from cosmopedia.io import (
     write_parquet,
     write_text,
 )
-from cosmopedia.layout import DATASET_SHARD, global_path, shard_path
+from cosmopedia.layout import DATASET_SHARD, global_path, shard_glob, shard_path
 
 log = logging.getLogger("cosmopedia.dataset")
 
@@ -215,8 +215,10 @@ def summary_text(manifest: dict, root: str) -> str:
         f"dataset files:  {global_path(root, 'dataset_data')}/",
         f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
         f"removed rows:   {global_path(root, 'removed_rows')}",
-        f"per-shard reports: {root}/clean/*/*.dropped.parquet, {root}/dedup/*/*.removed.parquet, "
-        f"{root}/decontam/*/*.report.parquet",
+        "per-shard reports: "
+        + ", ".join(
+            shard_glob(root, s) for s in ("clean_dropped", "dedup_removed", "decontam_report")
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 SHARD_FILES = {
     "seeds": "seeds/{source}/{shard}.parquet",
     "prompts": "prompts/{source}/{shard}.parquet",
-    "generations": "generations/{source}/{shard}.parquet",
-    "generation_provenance": "generations/{source}/{shard}.provenance.json",
-    # Outside the declared outputs: Snakemake deletes outputs before a job, not this.
+    "generations": "generations/{source}/{shard}/generations.parquet",
+    "generation_provenance": "generations/{source}/{shard}/provenance.json",
+    # Beside the shard's folder: Snakemake deletes a job's outputs before it runs, not this.
     "generation_checkpoint": "generations/{source}/{shard}.checkpoint.jsonl",
-    "clean": "clean/{source}/{shard}.parquet",
-    "clean_dropped": "clean/{source}/{shard}.dropped.parquet",
+    "clean": "clean/{source}/{shard}/kept.parquet",
+    "clean_dropped": "clean/{source}/{shard}/dropped.parquet",
     "signatures": "minhash/signatures/{source}/{shard}",
     # Inside the signatures folder: the document stream the signatures were made from.
     "signature_stream": "minhash/signatures/{source}/{shard}/stream.json",
@@ -23,10 +23,20 @@ SHARD_FILES = {
     # drop, and which of those matched a previous version (minhash.index_from).
     "remove": "minhash/remove/{source}/{shard}.remove",
     "remove_previous": "minhash/remove/{source}/{shard}.previous",
-    "dedup": "dedup/{source}/{shard}.parquet",
-    "dedup_removed": "dedup/{source}/{shard}.removed.parquet",
-    "decontam": "decontam/{source}/{shard}.parquet",
-    "decontam_report": "decontam/{source}/{shard}.report.parquet",
+    "dedup": "dedup/{source}/{shard}/kept.parquet",
+    "dedup_removed": "dedup/{source}/{shard}/removed.parquet",
+    "decontam": "decontam/{source}/{shard}/kept.parquet",
+    "decontam_report": "decontam/{source}/{shard}/report.parquet",
+}
+
+# A step that writes several files per shard writes them into one folder per shard, and
+# the folder is its one declared output: Snakemake's planning time grows with every
+# declared file of every shard (docs/cluster.md, bench/dag.py). stage -> that folder.
+SHARD_FOLDERS = {
+    "generations": "generations/{source}/{shard}",
+    "clean": "clean/{source}/{shard}",
+    "dedup": "dedup/{source}/{shard}",
+    "decontam": "decontam/{source}/{shard}",
 }
 
 GLOBAL_FILES = {
@@ -61,8 +71,22 @@ def shard_path(root: str, stage: str, source: str, shard: str) -> str:
 
 
 def shard_pattern(root: str, stage: str) -> str:
-    """Snakemake output pattern of a per-shard stage (wildcards {source}, {shard})."""
+    """Snakemake pattern of a per-shard file (wildcards {source}, {shard})."""
     return f"{root}/{SHARD_FILES[stage]}"
+
+
+def shard_folder(root: str, stage: str, source: str, shard: str) -> str:
+    return f"{root}/{SHARD_FOLDERS[stage].format(source=source, shard=shard)}"
+
+
+def shard_folder_pattern(root: str, stage: str) -> str:
+    """Snakemake output pattern of a stage's per-shard folder (wildcards {source}, {shard})."""
+    return f"{root}/{SHARD_FOLDERS[stage]}"
+
+
+def shard_glob(root: str, stage: str) -> str:
+    """A shell glob of a per-shard file over every shard, for messages."""
+    return f"{root}/{SHARD_FILES[stage].format(source='*', shard='*')}"
 
 
 def global_path(root: str, name: str, **kwargs) -> str:

@@ -520,7 +520,7 @@ def contamination_table(reports) -> str:
         + ", ".join(f"{t} {p} pairs, {r} rows removed" for t, p, r in per_task.rows())
         + ".",
         f"Shown: removed rows first, at most {MAX_TABLE_ROWS} per task and outcome; all pairs "
-        "are in decontam/<source>/<shard>.report.parquet.",
+        "are in decontam/<source>/<shard>/report.parquet.",
     ]
     return html_table("Contamination candidates", intro, columns, rows, text_columns=("matched",))
 

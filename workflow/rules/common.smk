@@ -28,23 +28,29 @@ BENCHMARKS = f"{ROOT}/benchmarks"
 # No wildcard_constraints: Snakemake 9 strips them from `rules.X.output` references, so
 # with any constraint every such input is found by matching its path against all rules
 # (1 M instructions per shard at planning, bench/dag.py). Names need no constraint:
-# plan.py checks source and shard names ([A-Za-z0-9_-]), every step has its own folder,
-# and where one step's patterns overlap ({shard}.parquet, {shard}.dropped.parquet)
-# Snakemake takes the match with the shortest wildcard values.
+# plan.py checks source and shard names ([A-Za-z0-9_-]), and every step has its own
+# folder and one output pattern.
 
 
 def out(stage):
-    """Output pattern of a per-shard stage (wildcards source, shard)."""
+    """Pattern of a per-shard file (wildcards source, shard)."""
     return layout.shard_pattern(ROOT, stage)
 
 
+def out_folder(stage):
+    """Output of a step that writes its shard's files into one folder (layout.SHARD_FOLDERS)."""
+    return directory(layout.shard_folder_pattern(ROOT, stage))
+
+
 def all_shards(stage):
-    """The files of a per-shard stage for every planned shard, as an input function.
+    """The files (or, for layout.SHARD_FOLDERS, the folders) of a per-shard stage for
+    every planned shard, as an input function.
 
     A plain list would be hashed once per file when the rule also names a
     `rules.X.output` (Snakemake 9 expand_input): quadratic, 22 s at 3,000 shards.
     """
-    paths = [layout.shard_path(ROOT, stage, s.source, s.name) for s in SHARDS]
+    path = layout.shard_folder if stage in layout.SHARD_FOLDERS else layout.shard_path
+    paths = [path(ROOT, stage, s.source, s.name) for s in SHARDS]
     return lambda wildcards: paths
 
 
@@ -78,7 +84,7 @@ INGEST_SETTINGS = {
 
 
 def ingest_settings(wildcards):
-    return INGEST_SETTINGS[f"{wildcards.source}/{wildcards.shard}"]
+    return INGEST_SETTINGS[planned_shard(wildcards).key]
 
 
 # Templates are read once here; each prompts job sees only its own family's hash.
@@ -141,8 +147,19 @@ def generate_settings(wildcards, output):
 # A Hub shard (hf://datasets/<repo>@<revision>/<file>) has no local input: only this job
 # reaches the network, and its pinned revision (in the settings) stands for its content.
 def ingest_input(wildcards):
-    shard = SHARD_BY_KEY[f"{wildcards.source}/{wildcards.shard}"]
+    shard = planned_shard(wildcards)
     return [] if shard.is_hub else ancient(shard.path)
+
+
+def planned_shard(wildcards):
+    key = f"{wildcards.source}/{wildcards.shard}"
+    if key not in SHARD_BY_KEY:
+        raise WorkflowError(
+            f"{key!r} is not a planned shard (<source>/<shard> of config sources). Ask for"
+            " a stage's file or folder of one shard, e.g. clean/<source>/<shard>, not a file"
+            " inside a step's folder."
+        )
+    return SHARD_BY_KEY[key]
 
 
 def results_root(wildcards, output):

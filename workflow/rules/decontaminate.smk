@@ -43,28 +43,31 @@ rule benchmarks:
 
 rule decontaminate:
     input:
-        dedup=rules.minhash_filter.output.kept,
+        dedup=rules.minhash_filter.output.dedup,
         prepared=rules.benchmarks.output.prepared,
         index=rules.benchmarks.output.index,
     output:
-        kept=out("decontam"),
-        report=out("decontam_report"),
+        # kept.parquet and report.parquet (every candidate match, removed or not).
+        decontam=out_folder("decontam"),
     log:
         f"{LOGS}/decontaminate/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/decontaminate/{{source}}/{{shard}}.tsv"
     params:
+        dedup=out("dedup"),
+        kept=out("decontam"),
+        report=out("decontam_report"),
         settings=settings(plan.decontam_settings(config)),
     shell:
-        "cosmopedia decontaminate --input {input.dedup:q} --benchmarks {input.prepared:q}"
-        " --index {input.index:q} --output {output.kept:q} --report {output.report:q}"
+        "cosmopedia decontaminate --input {params.dedup:q} --benchmarks {input.prepared:q}"
+        " --index {input.index:q} --output {params.kept:q} --report {params.report:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
 rule decontam_summary:
     input:
         plan=rules.shard_plan.output.plan,
-        reports=all_shards("decontam_report"),
+        decontam=all_shards("decontam"),
         prepared=rules.benchmarks.output.prepared,
     output:
         summary=report(

@@ -16,8 +16,8 @@ rule generate:
     input:
         prompts=rules.prompts.output.prompts,
     output:
-        generations=out("generations"),
-        provenance=out("generation_provenance"),
+        # generations.parquet and provenance.json (engine, model, tokens, timings...).
+        generations=out_folder("generations"),
     log:
         f"{LOGS}/generate/{{source}}/{{shard}}.log",
     benchmark:
@@ -29,13 +29,15 @@ rule generate:
         request=settings(plan.generate_request_settings(config)),
         # All settings, operational ones included (concurrency, timeouts, retries...).
         settings=generate_settings,
+        generations=out("generations"),
+        provenance=out("generation_provenance"),
         checkpoint=out("generation_checkpoint"),
         # The servers' own output, beside the job's log (appended across retries). Not a
         # declared log: each declared file costs planning time on every shard, and the
         # job's log names this file and quotes its end when a server fails.
         engine_log=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
     shell:
-        "cosmopedia generate --prompts {input.prompts:q} --output {output.generations:q}"
-        " --provenance {output.provenance:q} --checkpoint {params.checkpoint:q}"
+        "cosmopedia generate --prompts {input.prompts:q} --output {params.generations:q}"
+        " --provenance {params.provenance:q} --checkpoint {params.checkpoint:q}"
         " --engine-log {params.engine_log:q}"
         " --settings {params.settings:q} 2> {log:q}"

@@ -5,7 +5,7 @@
 # version names in `minhash.index_from` to drop what this one already has.
 rule minhash_signature:
     input:
-        clean=rules.clean.output.kept,
+        clean=rules.clean.output.clean,
     output:
         signatures=directory(out("signatures")),
     log:
@@ -13,9 +13,10 @@ rule minhash_signature:
     benchmark:
         f"{BENCHMARKS}/minhash_signature/{{source}}/{{shard}}.tsv"
     params:
+        clean=out("clean"),
         settings=settings(plan.minhash_settings(config)),
     shell:
-        "cosmopedia minhash-signature --input {input.clean:q} --output-dir {output.signatures:q}"
+        "cosmopedia minhash-signature --input {params.clean:q} --output-dir {output.signatures:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
@@ -90,25 +91,28 @@ rule minhash_cluster:
 
 rule minhash_filter:
     input:
-        clean=rules.clean.output.kept,
+        clean=rules.clean.output.clean,
         signatures=rules.minhash_signature.output.signatures,
         removals=rules.minhash_cluster.output.removals,
     output:
-        kept=out("dedup"),
-        removed=out("dedup_removed"),
+        # kept.parquet and removed.parquet.
+        dedup=out_folder("dedup"),
     log:
         f"{LOGS}/minhash_filter/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/minhash_filter/{{source}}/{{shard}}.tsv"
     params:
+        clean=out("clean"),
+        kept=out("dedup"),
+        removed=out("dedup_removed"),
         settings=settings(plan.minhash_settings(config)),
         stream=out("signature_stream"),
         remove_file=out("remove"),
         previous_file=out("remove_previous"),
     shell:
-        "cosmopedia minhash-filter --input {input.clean:q} --remove {params.remove_file:q}"
+        "cosmopedia minhash-filter --input {params.clean:q} --remove {params.remove_file:q}"
         " --previous {params.previous_file:q}"
-        " --stream {params.stream:q} --output {output.kept:q} --removed {output.removed:q}"
+        " --stream {params.stream:q} --output {params.kept:q} --removed {params.removed:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
