@@ -1,8 +1,10 @@
 # Shared helpers of the rules: config validation, the shard plan, per-step settings and
 # input functions. Everything here runs at parse time (also inside every Slurm job), so
 # it stays cheap: one glob per source and one read of the small templates file.
+import inspect
 import os
 
+from snakemake.common import overwrite_function_params
 from snakemake.utils import validate
 
 from cosmopedia import fingerprint, layout, plan
@@ -30,6 +32,16 @@ BENCHMARKS = f"{ROOT}/benchmarks"
 # (1 M instructions per shard at planning, bench/dag.py). Names need no constraint:
 # plan.py checks source and shard names ([A-Za-z0-9_-]), and every step has its own
 # folder and one output pattern.
+
+
+def per_shard(func):
+    """Mark a param or input function that Snakemake calls for every shard's job.
+
+    Snakemake reads such a function's signature (inspect.signature) several times per
+    job, unless it is given once: 0.3 M instructions per function and shard at planning.
+    """
+    overwrite_function_params(func, inspect.signature(func).parameters)
+    return func
 
 
 def out(stage):
@@ -83,6 +95,7 @@ INGEST_SETTINGS = {
 }
 
 
+@per_shard
 def ingest_settings(wildcards):
     return INGEST_SETTINGS[planned_shard(wildcards).key]
 
@@ -93,6 +106,7 @@ PROMPTS_SETTINGS = {
 }
 
 
+@per_shard
 def prompts_settings(wildcards):
     return PROMPTS_SETTINGS[wildcards.source]
 
@@ -137,6 +151,7 @@ def publish_options(wildcards):
 GENERATE_SETTINGS = settings(plan.generate_settings(config))
 
 
+@per_shard
 def generate_settings(wildcards, output):
     """Every generation setting, for the CLI. Taking `output` makes Snakemake treat this
     param as derived and not compare it: operational knobs (concurrency, timeouts, retries,
@@ -146,6 +161,7 @@ def generate_settings(wildcards, output):
 
 # A Hub shard (hf://datasets/<repo>@<revision>/<file>) has no local input: only this job
 # reaches the network, and its pinned revision (in the settings) stands for its content.
+@per_shard
 def ingest_input(wildcards):
     shard = planned_shard(wildcards)
     return [] if shard.is_hub else ancient(shard.path)
