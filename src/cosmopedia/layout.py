@@ -31,7 +31,9 @@ SHARD_FILES = {
 
 # A step that writes several files per shard writes them into one folder per shard, and
 # the folder is its one declared output: Snakemake's planning time grows with every
-# declared file of every shard (docs/cluster.md, bench/dag.py). stage -> that folder.
+# declared file (and param) of every shard (docs/cluster.md, bench/dag.py). Its rule
+# names the files inside in its command ({output.clean}/kept.parquet), as SHARD_FILES
+# does here; the aggregate steps find them through SHARD_FILES. stage -> that folder.
 SHARD_FOLDERS = {
     "generations": "generations/{source}/{shard}",
     "clean": "clean/{source}/{shard}",

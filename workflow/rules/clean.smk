@@ -9,10 +9,8 @@ rule clean:
     benchmark:
         f"{BENCHMARKS}/clean/{{source}}/{{shard}}.tsv"
     params:
-        generations=out("generations"),
-        kept=out("clean"),
-        dropped=out("clean_dropped"),
         settings=settings(plan.clean_settings(config)),
     shell:
-        "cosmopedia clean --input {params.generations:q} --output {params.kept:q}"
-        " --dropped {params.dropped:q} --settings {params.settings:q} 2> {log:q}"
+        "cosmopedia clean --input {input.generations:q}/generations.parquet"
+        " --output {output.clean:q}/kept.parquet --dropped {output.clean:q}/dropped.parquet"
+        " --settings {params.settings:q} 2> {log:q}"

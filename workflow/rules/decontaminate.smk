@@ -54,13 +54,11 @@ rule decontaminate:
     benchmark:
         f"{BENCHMARKS}/decontaminate/{{source}}/{{shard}}.tsv"
     params:
-        dedup=out("dedup"),
-        kept=out("decontam"),
-        report=out("decontam_report"),
         settings=settings(plan.decontam_settings(config)),
     shell:
-        "cosmopedia decontaminate --input {params.dedup:q} --benchmarks {input.prepared:q}"
-        " --index {input.index:q} --output {params.kept:q} --report {params.report:q}"
+        "cosmopedia decontaminate --input {input.dedup:q}/kept.parquet"
+        " --benchmarks {input.prepared:q} --index {input.index:q}"
+        " --output {output.decontam:q}/kept.parquet --report {output.decontam:q}/report.parquet"
         " --settings {params.settings:q} 2> {log:q}"
 
 

@@ -29,15 +29,15 @@ rule generate:
         request=settings(plan.generate_request_settings(config)),
         # All settings, operational ones included (concurrency, timeouts, retries...).
         settings=generate_settings,
-        generations=out("generations"),
-        provenance=out("generation_provenance"),
         checkpoint=out("generation_checkpoint"),
         # The servers' own output, beside the job's log (appended across retries). Not a
         # declared log: each declared file costs planning time on every shard, and the
         # job's log names this file and quotes its end when a server fails.
         engine_log=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
     shell:
-        "cosmopedia generate --prompts {input.prompts:q} --output {params.generations:q}"
-        " --provenance {params.provenance:q} --checkpoint {params.checkpoint:q}"
+        "cosmopedia generate --prompts {input.prompts:q}"
+        " --output {output.generations:q}/generations.parquet"
+        " --provenance {output.generations:q}/provenance.json"
+        " --checkpoint {params.checkpoint:q}"
         " --engine-log {params.engine_log:q}"
         " --settings {params.settings:q} 2> {log:q}"

@@ -1,6 +1,6 @@
 # MinHash deduplication over datatrove's four stages, one datatrove task per job.
-# The signature and filter jobs of a shard read the same clean file through the same
-# function; the filter checks the stream fingerprint the signature job recorded.
+# The signature and filter jobs of a shard read the same clean file; the filter checks
+# the stream fingerprint the signature job recorded.
 # The buckets job also exports this version's index (minhash/index/), which a later
 # version names in `minhash.index_from` to drop what this one already has.
 rule minhash_signature:
@@ -13,10 +13,10 @@ rule minhash_signature:
     benchmark:
         f"{BENCHMARKS}/minhash_signature/{{source}}/{{shard}}.tsv"
     params:
-        clean=out("clean"),
         settings=settings(plan.minhash_settings(config)),
     shell:
-        "cosmopedia minhash-signature --input {params.clean:q} --output-dir {output.signatures:q}"
+        "cosmopedia minhash-signature --input {input.clean:q}/kept.parquet"
+        " --output-dir {output.signatures:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
@@ -89,30 +89,28 @@ rule minhash_cluster:
         " --report {output.report:q} --settings {params.settings:q} 2> {log:q}"
 
 
+# The shard's signature folder (its stream fingerprint) is not an input: the cluster job
+# depends on every signature folder already, and each input costs planning time.
 rule minhash_filter:
     input:
         clean=rules.clean.output.clean,
-        signatures=rules.minhash_signature.output.signatures,
         removals=rules.minhash_cluster.output.removals,
     output:
-        # kept.parquet and removed.parquet.
         dedup=out_folder("dedup"),
     log:
         f"{LOGS}/minhash_filter/{{source}}/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/minhash_filter/{{source}}/{{shard}}.tsv"
     params:
-        clean=out("clean"),
-        kept=out("dedup"),
-        removed=out("dedup_removed"),
         settings=settings(plan.minhash_settings(config)),
         stream=out("signature_stream"),
         remove_file=out("remove"),
         previous_file=out("remove_previous"),
     shell:
-        "cosmopedia minhash-filter --input {params.clean:q} --remove {params.remove_file:q}"
-        " --previous {params.previous_file:q}"
-        " --stream {params.stream:q} --output {params.kept:q} --removed {params.removed:q}"
+        "cosmopedia minhash-filter --input {input.clean:q}/kept.parquet"
+        " --remove {params.remove_file:q} --previous {params.previous_file:q}"
+        " --stream {params.stream:q} --output {output.dedup:q}/kept.parquet"
+        " --removed {output.dedup:q}/removed.parquet"
         " --settings {params.settings:q} 2> {log:q}"
 
 
