@@ -79,6 +79,10 @@ SCHEDULERS = {
 FAST = SCHEDULERS["greedy + subsample 100"]
 
 
+# Marks a working directory that holds a simulated run's outputs (outputs present).
+SIMULATED = ".simulated"
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -424,12 +428,15 @@ def dry_run(snakefile: Path, workdir: Path, *extra: str) -> dict:
 
 def compare(workflows: dict[str, tuple[Path, Path]], repeats: int, label: str) -> dict:
     """Dry-runs of each workflow in turn (the order rotates per repeat), the best of
-    `repeats` each; ratios of "real" against every other."""
+    `repeats` each; ratios of "real" against every other. Every dry-run must find the
+    state it measures: jobs to run with outputs absent, nothing to do with them present."""
     names = list(workflows)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for i in range(repeats):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             r = dry_run(*workflows[name])
+            if r["nothing_to_do"] != (label == "present"):
+                raise SystemExit(f"{label}: {name} in {workflows[name][1]} is not in that state")
             runs[name].append(r)
             log(f"  {label} {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['jobs']} jobs")
     best = {name: min(rs, key=lambda r: r["wall"]) for name, rs in runs.items()}
@@ -556,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"shards": args.shards}
     try:
         real = (Path(args.snakefile).resolve(), base / "real")
+        if (real[1] / SIMULATED).exists() and not args.skip_absent:
+            shutil.rmtree(real[1])  # outputs of an earlier simulated run: start again
         if not real[1].exists():
             log(f"setting up {args.shards} empty seed shards in {real[1]}")
             make_real(real[1], args.shards)
@@ -582,8 +591,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         workflows = {"real": real}
         for name, (workdir, shape) in baselines.items():
-            if workdir.exists() and json.loads((workdir / "shape.json").read_text()) != shape:
-                shutil.rmtree(workdir)  # the workflow changed since: a new bare chain
+            if workdir.exists() and (
+                json.loads((workdir / "shape.json").read_text()) != shape
+                or ((workdir / SIMULATED).exists() and not args.skip_absent)
+            ):
+                shutil.rmtree(workdir)  # the workflow changed, or outputs are there: start again
             if not workdir.exists():
                 make_bare(workdir, *shape)
                 (workdir / "shape.json").write_text(json.dumps(shape))
@@ -604,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (snakefile, workdir) in workflows.items():
                 log(f"simulated run of {name} (outputs, logs, benchmarks, metadata)")
                 run = simulate_run(snakefile, workdir, commands if name == "real" else None)
+                (workdir / SIMULATED).touch()
                 results["simulated_run_seconds"][name] = round(run["wall"], 1)
                 log(f"  {run['wall']:.0f} s")
             results["present"] = compare(workflows, args.repeats, "present")
