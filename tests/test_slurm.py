@@ -323,4 +323,6 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
         assert prov[key] == local_prov[key], key
 
     # Identical: the whole shard file, not just its text (ids, seeds, attempts too).
-    assert (work / target).read_bytes() == (demo_run / target).read_bytes()
+    shard = shard_path(str(DEMO_ROOT), "generations", CANCEL_SOURCE, CANCEL_SHARD)
+    assert shard.startswith(target + "/")
+    assert (work / shard).read_bytes() == (demo_run / shard).read_bytes()
