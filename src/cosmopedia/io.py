@@ -77,7 +77,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 # Key-value metadata of the workflow's Parquet files: cosmopedia.<name> -> JSON. A shard's
 # record of how it was made travels inside the shard when it is deterministic (ingest
 # counts and bad rows). Generation provenance holds run timings, so it stays a JSON file
-# beside the generations: their bytes stay the same from run to run.
+# in the shard's generations folder: the generations' bytes stay the same from run to run.
 METADATA_PREFIX = "cosmopedia."
 INGEST_KEY = "ingest"  # seeds/<source>/<shard>.parquet: rows read, kept, bad rows set aside
 

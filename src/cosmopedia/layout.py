@@ -6,6 +6,8 @@ per-shard files through the same patterns, so the two can never disagree.
 
 from __future__ import annotations
 
+import posixpath
+
 # stage -> pattern relative to the results root; {source} and {shard} name a shard.
 SHARD_FILES = {
     "seeds": "seeds/{source}/{shard}.parquet",
@@ -35,10 +37,8 @@ SHARD_FILES = {
 # names the files inside in its command ({output.clean}/kept.parquet), as SHARD_FILES
 # does here; the aggregate steps find them through SHARD_FILES. stage -> that folder.
 SHARD_FOLDERS = {
-    "generations": "generations/{source}/{shard}",
-    "clean": "clean/{source}/{shard}",
-    "dedup": "dedup/{source}/{shard}",
-    "decontam": "decontam/{source}/{shard}",
+    stage: posixpath.dirname(SHARD_FILES[stage])
+    for stage in ("generations", "clean", "dedup", "decontam")
 }
 
 GLOBAL_FILES = {

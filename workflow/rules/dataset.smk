@@ -1,8 +1,10 @@
 # The dataset and report steps read every stage's per-shard files through the plan and
 # the layout. Their inputs name only the last stage: the chain of jobs behind it is in
-# the DAG anyway, and Snakemake reruns a job there when any of its outputs (dropped
-# rows, removed rows...) is missing. Listing every stage's 3,000 files here made planning
-# at Cosmopedia scale markedly slower for no extra guarantee (bench/dag.py).
+# the DAG anyway, and Snakemake reruns a job there when its output (a file, or a step's
+# folder of kept and dropped/removed rows) is missing. A file deleted inside a folder is
+# not: the step that reads it fails naming it (remove the folder to have it rebuilt).
+# Listing every stage's 3,000 files here made planning at Cosmopedia scale markedly
+# slower for no extra guarantee (bench/dag.py).
 rule dataset:
     input:
         plan=rules.shard_plan.output.plan,
