@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia import decontam
+from cosmopedia import decontam, ngram_index
 from cosmopedia.benchmarks import read_items
 from cosmopedia.io import write_parquet
 
@@ -248,7 +248,9 @@ def main() -> int:
     n_docs = args.docs or (600 if args.small else 3000)
     n_items = args.items or (300 if args.small else 1000)
     n_index_items = args.index_items or (5000 if args.small else 33191)
-    settings = {"ngram": NGRAM, "threshold": THRESHOLD, "min_block_chars": MIN_BLOCK}
+    settings = decontam.default_settings(
+        ngram=NGRAM, threshold=THRESHOLD, min_block_chars=MIN_BLOCK
+    )
 
     docs, items, planted = make_data(n_docs, n_items)
     kb = docs["text"].str.len_bytes().mean() / 1000
@@ -258,7 +260,7 @@ def main() -> int:
 
     baseline, base_build = cpu_time(lambda: Baseline(items))
     (base_flagged, base_ratios), base_cpu = cpu_time(lambda: baseline.run(docs))
-    index, build = cpu_time(lambda: decontam.BenchmarkIndex(items, NGRAM))
+    index, build = cpu_time(lambda: ngram_index.BenchmarkIndex(items, NGRAM))
     (kept, report), ours_cpu = cpu_time(lambda: decontam.decontaminate(docs, index, settings))
 
     ours_flagged = set(docs["id"]) - set(kept["id"])
@@ -287,7 +289,7 @@ def main() -> int:
         rss, wall = max_rss_mb([*job, "--index", str(index_file)])
         rss_noindex, wall_noindex = max_rss_mb(job)
         load = cpu_time(
-            lambda: decontam.BenchmarkIndex.load(read_items([items_out]), index_file, NGRAM)
+            lambda: ngram_index.BenchmarkIndex.load(read_items([items_out]), index_file, NGRAM)
         )[1]
         same_job = pl.read_parquet(tmp / "kept.parquet")["id"].to_list() == kept["id"].to_list()
 
@@ -296,11 +298,13 @@ def main() -> int:
     many = decontam.items_frame(
         {"id": f"t/{i:06d}", "task_name": "t", "text": gen.item()} for i in range(n_index_items)
     )
-    big, big_build = cpu_time(lambda: decontam.BenchmarkIndex(many, NGRAM))
+    big, big_build = cpu_time(lambda: ngram_index.BenchmarkIndex(many, NGRAM))
     with tempfile.TemporaryDirectory(prefix="bench-decontam-") as tmp:
         big.save(Path(tmp) / "idx")
         index_mb = (Path(tmp) / "idx").stat().st_size / 1e6
-        big_load = cpu_time(lambda: decontam.BenchmarkIndex.load(many, Path(tmp) / "idx", NGRAM))[1]
+        big_load = cpu_time(
+            lambda: ngram_index.BenchmarkIndex.load(many, Path(tmp) / "idx", NGRAM)
+        )[1]
 
     ratio = base_cpu / ours_cpu
     rows = [

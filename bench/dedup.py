@@ -97,15 +97,19 @@ SNAKEFILE = """\
 # Written by bench/dedup.py: the project's MinHash rules on ready-made clean shards.
 import os
 
-from cosmopedia import layout, plan
+from cosmopedia import layout, settings
 
 ROOT = "results"
 LOGS = f"{{ROOT}}/logs"
-BENCHMARKS = f"{{ROOT}}/benchmarks"
+RUNTIMES = f"{{ROOT}}/runtimes"
+FOLDER_FILES = layout.FOLDER_FILES
 KEYS = {keys!r}
 BUCKETS = list(range({num_buckets}))
 MINHASH_PREVIOUS_FILES = []
 config = {{"minhash": {settings!r}, "dataset": {{"name": "bench", "version": "v1"}}}}
+MINHASH_SETTINGS = settings.canonical_json(
+    settings.from_dict(settings.Minhash, config["minhash"], "minhash")
+)
 
 
 wildcard_constraints:
@@ -126,22 +130,6 @@ def all_shards(stage):
     path = layout.shard_folder if stage in layout.SHARD_FOLDERS else layout.shard_path
     paths = [path(ROOT, stage, *key.split("/")) for key in KEYS]
     return lambda wildcards: paths
-
-
-def settings(payload):
-    return plan.canonical_json(payload)
-
-
-def results_root(wildcards, output):
-    return ROOT
-
-
-def dups_dir(wildcards, output):
-    return os.path.dirname(output.dups[0])
-
-
-def index_dir(wildcards, output):
-    return os.path.dirname(output.index[0])
 
 
 rule all:

@@ -53,3 +53,29 @@ def demo_run(tmp_path_factory) -> Path:
     workdir = make_workdir(tmp_path_factory.mktemp("demo") / "work")
     run_snakemake(workdir, "--cores", "2")
     return workdir
+
+
+# Settings of single steps, for tests that call a step's functions or CLI directly: the
+# keys a test does not care about get the values the demo config would give them.
+INGEST_DEFAULTS = {"columns": {}, "id_column": None, "on_bad_rows": "fail", "max_chars": 1_000_000}
+PROMPTS_DEFAULTS = {
+    "seed": 0,
+    "styles": None,
+    "audiences": None,
+    "extract_max_chars": 1000,
+    "topic_probability": 0.5,
+    "templates": "resources/prompts/templates.yaml",
+    "templates_sha256": "",
+}
+
+
+def ingest_settings(given: dict):
+    from cosmopedia import settings
+
+    return settings.from_dict(settings.Ingest, INGEST_DEFAULTS | given)
+
+
+def prompts_settings(given: dict):
+    from cosmopedia import settings
+
+    return settings.from_dict(settings.Prompts, PROMPTS_DEFAULTS | given)

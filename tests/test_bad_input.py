@@ -183,9 +183,10 @@ def test_missing_hub_file(tmp_path, caplog, monkeypatch):
     from test_ingest import make_hub_folder
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    repo = make_hub_folder(tmp_path)
-    spec = {"repo_id": str(repo), "revision": "v1", "split": "train"}
-    ref = hub.shard_ref(str(repo), "v1", "data/train-00009-of-00010.parquet")
+    make_hub_folder(tmp_path / "local")  # opened as repository local/repo
+    monkeypatch.chdir(tmp_path)
+    spec = {"repo_id": "local/repo", "revision": "v1", "split": "train"}
+    ref = hub.shard_ref("local/repo", "v1", "data/train-00009-of-00010.parquet")
     failed(
         tmp_path,
         caplog,

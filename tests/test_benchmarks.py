@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 
 from cosmopedia import benchmarks, cli
-from cosmopedia.cli import CliError
-from cosmopedia.decontam import BenchmarkIndex, find_contamination
+from cosmopedia.decontam import default_settings, find_contamination
+from cosmopedia.errors import CliError
 from cosmopedia.io import read_parquet
+from cosmopedia.ngram_index import BenchmarkIndex
 
 ROWS = {
     "mmlu": [
@@ -115,7 +116,7 @@ def test_the_eight_benchmarks_are_pinned():
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_hub_rows_become_question_and_gold_answer(name):
-    items = benchmarks.hub_items(name, ROWS[name] * 2)
+    items = benchmarks.hub_benchmark_items(name, ROWS[name] * 2)
     assert items.columns == ["id", "task_name", "text"]
     assert items["id"].to_list() == [f"{name}/00000", f"{name}/00001"]
     assert items["task_name"].to_list() == [name, name]
@@ -166,7 +167,7 @@ def test_prepare_merges_local_and_hub_items_with_the_index(tmp_path):
         + "\n"
     )
     hub = tmp_path / "mmlu.parquet"
-    benchmarks.hub_items("mmlu", ROWS["mmlu"]).write_parquet(hub)
+    benchmarks.hub_benchmark_items("mmlu", ROWS["mmlu"]).write_parquet(hub)
     out, index = tmp_path / "items.parquet", tmp_path / "items.ngrams"
     argv = ["benchmarks", "--inputs", str(local), str(hub), "--output", str(out)]
     assert cli.main([*argv, "--index", str(index), "--settings", '{"ngram": 5}']) == 0
@@ -174,7 +175,7 @@ def test_prepare_merges_local_and_hub_items_with_the_index(tmp_path):
     assert items["id"].to_list() == ["mmlu/00000", "x-7", "x/0"]
     loaded = BenchmarkIndex.load(items, index, 5)
     row = {"r": f"Notes. {EXPECTED['mmlu'].upper()}! More notes."}
-    [match] = find_contamination(row, None, {"ngram": 5}, index=loaded)
+    [match] = find_contamination(row, None, default_settings(ngram=5), index=loaded)
     assert match.item_id == "mmlu/00000" and match.confirmed
 
 

@@ -1,11 +1,10 @@
 import polars as pl
 
+from cosmopedia import settings
 from cosmopedia.clean import clean_shard
 
-SETTINGS = {
-    "min_tokens": 5,
-    "boilerplate_openers": ["^(hello|hi|hey|greetings|welcome)\\b[^.!?\\n]*[.!?]\\s*"],
-}
+# The schema's default openers, a lower minimum.
+SETTINGS = settings.from_dict(settings.Clean, {"min_tokens": 5}, "clean")
 
 
 def test_clean_strips_openers_and_drops_with_reasons():

@@ -14,9 +14,10 @@ import pytest
 
 from cosmopedia import cli, decontam
 from cosmopedia.benchmarks import read_items
-from cosmopedia.cli import CliError
-from cosmopedia.decontam import BenchmarkIndex, find_contamination, normalize, tokens
+from cosmopedia.decontam import default_settings, find_contamination
+from cosmopedia.errors import CliError
 from cosmopedia.io import read_parquet, write_parquet
+from cosmopedia.ngram_index import BenchmarkIndex, normalize, tokens
 
 RNG = random.Random(7)
 VOCAB = sorted(
@@ -178,18 +179,18 @@ def test_diff_ratio_is_difflibs_with_and_without_the_verbatim_shortcut():
 
 
 def test_threshold_and_ngram_settings():
-    [m] = find_contamination({"r": TEXTS["verbatim"]}, ITEMS, {"threshold": 1.0})
+    [m] = find_contamination({"r": TEXTS["verbatim"]}, ITEMS, default_settings(threshold=1.0))
     assert not m.confirmed  # ratio must be strictly greater
     # A 9-token overlap is not a candidate at N=10 but is at N=5.
     nine = " ".join(ITEMS[2]["text"].split()[:9])
     assert find_contamination({"r": f"{words(30, 8)} {nine}"}, ITEMS) == []
-    assert find_contamination({"r": f"{words(30, 8)} {nine}"}, ITEMS, {"ngram": 5})
+    assert find_contamination({"r": f"{words(30, 8)} {nine}"}, ITEMS, default_settings(ngram=5))
     # Windows never join two rows (they are looked up together).
     half = ITEMS[2]["text"].split()
     texts = {"a": f"{words(20, 9)} {' '.join(half[:5])}", "b": f"{' '.join(half[5:12])} x"}
     assert find_contamination(texts, ITEMS) == []
-    with pytest.raises(CliError, match="unknown decontamination settings"):
-        find_contamination({}, ITEMS, {"n_gram": 10})
+    with pytest.raises(CliError, match="n_gram"):
+        default_settings(n_gram=10)
 
 
 def test_index_saved_and_loaded_is_the_same(tmp_path):

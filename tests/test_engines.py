@@ -18,6 +18,7 @@ import pytest
 from cosmopedia import cli, generate
 from cosmopedia.engines import launch
 from cosmopedia.engines.dummy import CHAT_TEMPLATE, apply_chat_template, generate_text
+from cosmopedia.errors import CliError
 from cosmopedia.seeding import derive_seed
 from test_generate import (
     SETTINGS,
@@ -254,7 +255,7 @@ def test_launch_settings_are_checked(prompts, tmp_path, monkeypatch):
         ),
     }
     for message, config in bad.items():
-        with pytest.raises(cli.CliError, match=message):
+        with pytest.raises(CliError, match=message):
             generate.validate_settings(config)
     # Found only in the job: fewer GPUs than instances x gpus_per_instance.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")

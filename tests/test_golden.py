@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ingest_settings, prompts_settings
 from cosmopedia.ingest import ingest_records
 from cosmopedia.prompts import build_prompts, family_templates
 
@@ -115,10 +116,10 @@ def build(family: str) -> dict:
     choices, records = CASES[family]
     source = family
     settings = {"source": source, "family": family, "columns": {}, "id_column": None}
-    seeds = ingest_records(records, f"{family}.jsonl", source, "golden", settings)
+    seeds = ingest_records(records, f"{family}.jsonl", source, "golden", ingest_settings(settings))
     prompt_settings = {"source": source, "family": family, **PROMPT_SETTINGS, **choices}
     templates = family_templates(str(TEMPLATES), family)
-    prompts = build_prompts(seeds, templates, prompt_settings)
+    prompts = build_prompts(seeds, templates, prompts_settings(prompt_settings))
     return {"settings": prompt_settings, "seeds": records, "prompts": prompts.to_dicts()}
 
 

@@ -3,8 +3,15 @@ import json
 import polars as pl
 import pytest
 
-from cosmopedia.cli import CliError
-from cosmopedia.ingest import ingest_records, read_records
+from conftest import INGEST_DEFAULTS, ingest_settings
+from cosmopedia import ingest
+from cosmopedia.errors import CliError
+from cosmopedia.ingest import read_records
+
+
+def ingest_records(records, path, source, shard, settings: dict):
+    return ingest.ingest_records(records, path, source, shard, ingest_settings(settings))
+
 
 WEB = {"source": "web", "family": "web_samples", "columns": {}, "id_column": None}
 
@@ -86,7 +93,7 @@ def run_ingest(tmp_path, input_path, settings, shard="a"):
     code = main(
         [
             "ingest", "--input", str(input_path), "--output", str(out), "--shard", shard,
-            "--quarantine", str(quarantine), "--settings", json.dumps(settings),
+            "--quarantine", str(quarantine), "--settings", json.dumps(INGEST_DEFAULTS | settings),
         ]
     )  # fmt: skip
     return code, out, quarantine
@@ -201,11 +208,13 @@ def test_hub_shard_ingests_through_the_cli(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    repo = make_hub_folder(tmp_path)
-    spec = {"repo_id": str(repo), "revision": "refs/convert/parquet", "split": "train"}
+    # A relative folder: a valid repo_id that datasets opens as a local repository.
+    make_hub_folder(tmp_path / "local")
+    monkeypatch.chdir(tmp_path)
+    spec = {"repo_id": "local/repo", "revision": "refs/convert/parquet", "split": "train"}
     ref = hub.shard_ref(spec["repo_id"], spec["revision"], "data/train-00000-of-00001.parquet")
     assert hub.parse_ref(ref) == (
-        str(repo),
+        "local/repo",
         "refs/convert/parquet",
         spec_path := "data/train-00000-of-00001.parquet",
     )
@@ -224,13 +233,14 @@ def test_seed_from_settings_and_changed_seed_refused(tmp_path, capsys):
     reads that file, records its counts in the shard's metadata, and refuses the file
     once its bytes differ from what planning hashed."""
     from cosmopedia.cli import main
-    from cosmopedia.io import read_parquet_metadata, sha256_file
+    from cosmopedia.hashing import sha256_file
+    from cosmopedia.io import read_parquet_metadata
 
     seed = write_lines(tmp_path / "s.jsonl", [b'{"text": "one"}', b'{"text": "two"}'])
     out = tmp_path / "out" / "s.parquet"
     settings = {**WEB, "seed": seed, "seed_sha256": sha256_file(seed)}
     argv = ["ingest", "--output", str(out), "--shard", "s", "--settings"]
-    assert main([*argv, json.dumps(settings)]) == 0
+    assert main([*argv, json.dumps(INGEST_DEFAULTS | settings)]) == 0
     record = read_parquet_metadata(out)["ingest"]
     assert (record["input"], record["rows_read"], record["rows_kept"], record["count"]) == (
         seed, 2, 2, 0,
@@ -238,7 +248,7 @@ def test_seed_from_settings_and_changed_seed_refused(tmp_path, capsys):
 
     write_lines(tmp_path / "s.jsonl", [b'{"text": "one"}', b'{"text": "changed"}'])
     out.unlink()
-    assert main([*argv, json.dumps(settings)]) == 2
+    assert main([*argv, json.dumps(INGEST_DEFAULTS | settings)]) == 2
     err = capsys.readouterr().err
     assert "changed after the workflow was planned" in err and "run Snakemake again" in err
     assert not out.exists()

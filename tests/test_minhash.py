@@ -12,8 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cosmopedia import cli, minhash
-from cosmopedia.cli import CliError
+from cosmopedia import cli, minhash, settings
+from cosmopedia.errors import CliError, PlanError
+from cosmopedia.hashing import sha256_file
 from cosmopedia.io import read_parquet, write_parquet
 
 SETTINGS = {"tokenizer": "spacy"}  # the rest: datatrove's defaults
@@ -87,7 +88,7 @@ def run_pipeline(
 ) -> dict:
     """The four steps through the CLI, the way the Snakemake rules call them."""
     s = json.dumps(settings)
-    nb = minhash.parse_settings(settings)["num_buckets"]
+    nb = minhash.parse_settings(settings).num_buckets
     sig = {k: work / "sig" / k for k in inputs}
     stream = {k: work / "stream" / f"{k}.json" for k in inputs}
     for key, path in inputs.items():
@@ -207,7 +208,7 @@ def test_stream_records_short_doc_without_signature(first_run):
     _, out = first_run
     stream = json.loads(out["stream"]["web/web-00001"].read_text())
     assert stream["n_signed"] == stream["n_docs"] - 1
-    assert stream["settings"] == minhash.parse_settings(SETTINGS)
+    assert stream["settings"] == settings.to_dict(minhash.parse_settings(SETTINGS))
     sig = out["sig"]["web/web-00001"]
     assert (sig / "stream.json").read_text() == out["stream"]["web/web-00001"].read_text()
     assert read_parquet(sig / "ids.parquet").height == stream["n_docs"]
@@ -241,7 +242,7 @@ def test_plan_names_the_same_signatures_as_key_value_pairs(first_run, tmp_path, 
         ["minhash-buckets", "--plan", str(plan), "--dups-dir", str(tmp_path / "dups"),
          "--settings", s]
     ) == 0  # fmt: skip
-    nb = minhash.parse_settings(SETTINGS)["num_buckets"]
+    nb = minhash.parse_settings(SETTINGS).num_buckets
     dups = [str(minhash.dups_path(tmp_path / "dups", b)) for b in range(nb)]
     argv = ["minhash-cluster", "--dups", *dups, "--plan", str(plan), "--root", str(root)]
     argv += ["--remove-dir", str(tmp_path / "remove"), "--clusters", str(tmp_path / "c.parquet")]
@@ -322,7 +323,7 @@ def test_mixed_settings_fail_naming_the_shard(corpus, first_run, tmp_path):
             tmp_path / "r.parquet",
             SETTINGS,
         )
-    with pytest.raises(CliError, match="unknown minhash settings"):
+    with pytest.raises(CliError, match="minhash: Additional properties .*ngrams"):
         minhash.parse_settings({"ngrams": 5})
 
 
@@ -462,7 +463,7 @@ def test_version_2_drops_what_version_1_has(corpus, first_run, tmp_path):
         k for k, v in expect.items() if v == minhash.PREVIOUS_REASON
     }
     manifest = json.loads(Path(f"{out['dups'][0]}.json").read_text())
-    assert [p["sha256"] for p in manifest["previous_indexes"]] == [minhash.sha256_path(index[0])]
+    assert [p["sha256"] for p in manifest["previous_indexes"]] == [sha256_file(index[0])]
     # Version 2's own index holds only signatures version 1 did not have: never the exact
     # copy's, always those of the 7 new texts (v2-pair-1 and the six v2-new).
     for path in (tmp_path / "v2" / "index").glob("*.minhash.index"):
@@ -499,11 +500,11 @@ def test_index_from_is_resolved_at_parse_time(first_run, tmp_path, monkeypatch):
         (tmp_path / "results" / "demo" / "v2" / "minhash" / "index").mkdir(
             parents=True, exist_ok=True
         )
-        with pytest.raises(plan.PlanError, match=match):
+        with pytest.raises(PlanError, match=match):
             plan.minhash_previous_indexes(
                 config | {"minhash": {"num_buckets": 14, "index_from": bad}}
             )
-    with pytest.raises(plan.PlanError, match="exactly 13 buckets"):
+    with pytest.raises(PlanError, match="exactly 13 buckets"):
         plan.minhash_previous_indexes(
             config | {"minhash": {"num_buckets": 13, "index_from": "results/demo/v1"}}
         )

@@ -1,9 +1,16 @@
 import polars as pl
 import pytest
 
-from cosmopedia.cli import CliError
-from cosmopedia.plan import load_family_templates
-from cosmopedia.prompts import build_prompts, check_templates
+from conftest import prompts_settings
+from cosmopedia import prompts
+from cosmopedia.errors import CliError
+from cosmopedia.prompts import check_templates
+from cosmopedia.templates import load_family as load_family_templates
+
+
+def build_prompts(seeds, templates, settings: dict):
+    return prompts.build_prompts(seeds, templates, prompts_settings(settings))
+
 
 TEMPLATES = "resources/prompts/templates.yaml"
 

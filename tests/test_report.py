@@ -46,7 +46,7 @@ def test_data_plots_and_tables_are_byte_identical_on_a_rerun(demo_run, tmp_path)
     """Same inputs, same bytes, except the plots of timings (RUN_DEPENDENT)."""
     root = str(demo_run / DEMO_ROOT)
     plan = json.loads((demo_run / DEMO_ROOT / "plan/shards.json").read_text())["shards"]
-    paths = report.make_all(root, plan, f"{root}/benchmarks", str(tmp_path))
+    paths = report.make_all(root, plan, f"{root}/runtimes", str(tmp_path))
     for name, path in paths.items():
         if name in report.RUN_DEPENDENT:
             continue
@@ -86,7 +86,7 @@ def test_a_failed_step_ends_its_log_with_what_to_do(tmp_path, capsys):
     from cosmopedia import cli
 
     plan = tmp_path / "results/x/v1/plan/shards.json"
-    argv = ["report-plots", "--plan", str(plan), "--benchmarks", str(tmp_path), "--out-dir", "o"]
+    argv = ["report-plots", "--plan", str(plan), "--runtimes", str(tmp_path), "--out-dir", "o"]
     assert cli.main(argv) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("cosmopedia report-plots failed: [Errno 2] No such file")

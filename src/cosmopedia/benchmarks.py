@@ -32,14 +32,15 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia.cli import CliError, load_settings, require_columns
-from cosmopedia.io import read_parquet, write_parquet
+from cosmopedia import layout
+from cosmopedia import settings as step_settings
+from cosmopedia.errors import CliError
+from cosmopedia.io import read_parquet, require_columns, write_parquet
+from cosmopedia.ngram_index import ITEM_SCHEMA, BenchmarkIndex
 
 log = logging.getLogger("cosmopedia.benchmarks")
 
-ITEM_SCHEMA = {"id": pl.String, "task_name": pl.String, "text": pl.String}
 HUB_PREFIX = "hub:"
-HUB_CACHE = "resources/benchmarks/{name}/{revision}.parquet"
 
 
 # ---------------------------------------------------------------- Hub benchmarks
@@ -162,7 +163,7 @@ HUB = {
 }
 
 
-def hub_items(name: str, rows: Iterable[dict]) -> pl.DataFrame:
+def hub_benchmark_items(name: str, rows: Iterable[dict]) -> pl.DataFrame:
     """Items of a Hub benchmark from its rows (in split order): id, task_name, text."""
     bench = HUB[name]
     texts = [bench.text(dict(row)) for row in rows]
@@ -185,14 +186,14 @@ def download(name: str, output) -> pl.DataFrame:
     rows = datasets.load_dataset(
         bench.repo, bench.config, split=bench.split, revision=bench.revision
     )
-    items = hub_items(name, rows)
+    items = hub_benchmark_items(name, rows)
     write_parquet(items, output)
     log.info("%s: %d items -> %s", name, items.height, output)
     return items
 
 
 def hub_cache_path(name: str) -> str:
-    return HUB_CACHE.format(name=name, revision=HUB[name].revision)
+    return layout.cache_path("hub_benchmark", name=name, revision=HUB[name].revision)
 
 
 def resolve_entries(entries: str | list[str]) -> list[str]:
@@ -207,11 +208,6 @@ def resolve_entries(entries: str | list[str]) -> list[str]:
         else:
             files.append(entry)
     return files
-
-
-def hub_names(entries: str | list[str]) -> list[str]:
-    entries = [entries] if isinstance(entries, str) else entries
-    return [e[len(HUB_PREFIX) :] for e in entries if e.startswith(HUB_PREFIX)]
 
 
 # ---------------------------------------------------------------- local files
@@ -251,8 +247,6 @@ def prepare(inputs: list[str], output, index_path=None, ngram: int | None = None
     items = read_items(inputs)
     write_parquet(items, output)
     if index_path is not None:
-        from cosmopedia.decontam import BenchmarkIndex
-
         BenchmarkIndex(items, ngram).save(index_path)
     counts = items.group_by("task_name").len().sort("task_name").iter_rows()
     log.info("%d items: %s", items.height, ", ".join(f"{t} {n}" for t, n in counts))
@@ -275,10 +269,8 @@ def add_arguments(name, parser):
 
 
 def main(args) -> int:
-    from cosmopedia.decontam import parse_settings
-
-    settings = parse_settings(load_settings(args.settings))
-    prepare(args.inputs, args.output, args.index, settings["ngram"])
+    settings = step_settings.load(step_settings.Decontamination, args.settings)
+    prepare(args.inputs, args.output, args.index, settings.ngram)
     return 0
 
 

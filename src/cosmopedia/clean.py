@@ -13,7 +13,7 @@ import re
 
 import polars as pl
 
-from cosmopedia.cli import load_settings
+from cosmopedia import settings as step_settings
 from cosmopedia.io import read_parquet, write_parquet
 
 log = logging.getLogger("cosmopedia.clean")
@@ -35,13 +35,15 @@ def drop_reason(row: dict, min_tokens: int) -> str | None:
     return None
 
 
-def clean_shard(generations: pl.DataFrame, settings: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
-    patterns = [re.compile(p, re.IGNORECASE) for p in settings["boilerplate_openers"]]
+def clean_shard(
+    generations: pl.DataFrame, settings: step_settings.Clean
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    patterns = [re.compile(p, re.IGNORECASE) for p in settings.boilerplate_openers]
     kept, dropped = [], []
     for row in generations.iter_rows(named=True):
         if row["text"] is not None:
             row["text"] = strip_openers(row["text"], patterns)
-        reason = drop_reason(row, settings["min_tokens"])
+        reason = drop_reason(row, settings.min_tokens)
         if reason is None:
             kept.append(row)
         else:
@@ -63,7 +65,7 @@ def add_arguments(name, parser):
 
 
 def main(args) -> int:
-    settings = load_settings(args.settings)
+    settings = step_settings.load(step_settings.Clean, args.settings)
     kept, dropped = clean_shard(read_parquet(args.input), settings)
     write_parquet(kept, args.output)
     write_parquet(dropped, args.dropped)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
-from pathlib import Path
 
 # subcommand -> (module, function, help); each module has `add_arguments(name, parser)`.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -44,65 +42,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class CliError(Exception):
-    """An error whose message is the whole story for the user (no traceback needed)."""
-
-
-def add_plan_arguments(parser, listed: str, metavar: str, what: str) -> None:
-    """Per-shard inputs of an aggregate step: listed (`--<listed>`) or every planned shard's,
-    found through the shard plan (`--plan`). The workflow passes the plan: at 3,000 shards
-    a list runs to hundreds of KB of command line."""
-    given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument(f"--{listed}", nargs="+", metavar=metavar, help=what)
-    given.add_argument("--plan", help="shard plan (<root>/plan/shards.json): every shard's")
-    parser.add_argument("--root", help="results root with --plan (default: the plan's)")
-
-
-def read_plan(plan: str, root: str | None) -> tuple[str, list[dict]]:
-    """The results root (`root`, or the one holding the plan) and the shard plan's entries."""
-    from cosmopedia import layout
-    from cosmopedia.io import read_json
-
-    try:
-        root = root or layout.plan_root(plan)
-    except ValueError as exc:
-        raise CliError(f"--plan {exc}; give --root") from None
-    return root, read_json(plan)["shards"]
-
-
-def plan_paths(plan: str, root: str | None, stage: str) -> dict[str, str]:
-    """{source}/{shard} -> the file of `stage` of every shard in the plan file."""
-    from cosmopedia import layout
-
-    root, entries = read_plan(plan, root)
-    return layout.plan_stage_paths(entries, root, stage)
-
-
-def require_columns(df, path, columns) -> None:
-    """A table read from `path` has these columns, without nulls."""
-    for column in columns:
-        if column not in df.columns:
-            raise CliError(f"{path}: missing column {column!r}")
-        if df[column].null_count():
-            raise CliError(f"{path}: null values in column {column!r}")
-
-
-def load_settings(value: str) -> dict:
-    """`--settings` takes JSON, or @path to a JSON/YAML file (for running a step by hand)."""
-    if value.startswith("@"):
-        path = Path(value[1:])
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text) or {}
-        return json.loads(text)
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--settings is not valid JSON: {exc}") from exc
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosmopedia", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -126,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     module_name, func_name = args._handler
     handler = getattr(importlib.import_module(module_name), func_name)
+    from cosmopedia.errors import CliError
+
     try:
         return int(handler(args) or 0)
     except Exception as exc:  # the last line of the job's log says what to do

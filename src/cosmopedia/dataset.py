@@ -16,17 +16,18 @@ from pathlib import Path
 import polars as pl
 
 from cosmopedia import __version__
+from cosmopedia import settings as step_settings
 from cosmopedia.card import dataset_card
-from cosmopedia.cli import load_settings, read_plan
+from cosmopedia.hashing import sha256_file
 from cosmopedia.io import (
     read_json,
     read_parquet,
-    sha256_file,
     write_json,
     write_parquet,
     write_text,
 )
 from cosmopedia.layout import DATASET_SHARD, global_path, shard_glob, shard_path
+from cosmopedia.plan import read_plan
 
 log = logging.getLogger("cosmopedia.dataset")
 
@@ -118,7 +119,7 @@ def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
     return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
 
 
-def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
+def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) -> dict:
     out_dir = global_path(root, "dataset_dir")
     files, stages, removed = [], {}, []
     for entry in plan:
@@ -161,13 +162,13 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
         key = f"{entry['source']}/{entry['shard']}"
         generation[key] = {k: prov[k] for k in MANIFEST_GENERATION_KEYS if k in prov}
     return {
-        "dataset": {k: settings[k] for k in ("name", "version", "license")},
+        "dataset": {k: getattr(settings, k) for k in ("name", "version", "license")},
         "cosmopedia_version": __version__,
-        "project": settings["project"],
+        "project": step_settings.to_dict(settings.project),
         "packages": package_versions(),
-        "config": settings["config"],
-        "config_sha256": settings["config_sha256"],
-        "seed_scheme": settings["seed_scheme"],
+        "config": step_settings.to_dict(settings.config),
+        "config_sha256": settings.config_sha256,
+        "seed_scheme": settings.seed_scheme,
         "determinism": determinism(generation),
         "root_sha256": root_hash,
         "files": files,
@@ -230,7 +231,7 @@ def add_arguments(name, parser):
 
 
 def main(args) -> int:
-    settings = load_settings(args.settings)
+    settings = step_settings.load(step_settings.Dataset, args.settings)
     _, plan = read_plan(args.plan, args.root)
     manifest = build_dataset(args.root, plan, settings)
     write_json(manifest, global_path(args.root, "manifest"))

@@ -14,7 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from cosmopedia.io import sha256_file, write_json
+from cosmopedia.hashing import sha256_file
+from cosmopedia.io import write_json
 
 
 class FingerprintCache:

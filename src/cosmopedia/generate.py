@@ -39,7 +39,7 @@ from huggingface_hub import errors
 from huggingface_hub.utils import build_hf_headers
 
 from cosmopedia import io
-from cosmopedia.cli import CliError, load_settings
+from cosmopedia import settings as step_settings
 from cosmopedia.engines import api as engine_api
 from cosmopedia.engines import chat_template, launch
 from cosmopedia.engines.sidecar import (
@@ -50,6 +50,7 @@ from cosmopedia.engines.sidecar import (
     sigterm_raises,
     tgi_smoke_request,
 )
+from cosmopedia.errors import CliError
 from cosmopedia.seeding import SCHEME, derive_seed, rng_for
 
 log = logging.getLogger(__name__)
@@ -926,12 +927,13 @@ def add_arguments(name: str, parser) -> None:
 def main(args) -> int:
     # One line per HTTP request would drown the progress lines.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    job = step_settings.load(step_settings.Generate, args.settings)
     run(
         args.prompts,
         args.output,
         args.provenance,
         args.checkpoint,
         args.engine_log,
-        load_settings(args.settings),
+        {"dataset_version": job.dataset_version, **step_settings.to_dict(job.generation)},
     )
     return 0

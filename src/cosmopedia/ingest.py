@@ -27,8 +27,10 @@ from pathlib import Path
 import polars as pl
 
 from cosmopedia import hub
-from cosmopedia.cli import CliError, load_settings
-from cosmopedia.io import INGEST_KEY, sha256_file, write_json, write_parquet
+from cosmopedia import settings as step_settings
+from cosmopedia.errors import CliError
+from cosmopedia.hashing import sha256_file
+from cosmopedia.io import INGEST_KEY, write_json, write_parquet
 
 log = logging.getLogger("cosmopedia.ingest")
 
@@ -56,7 +58,6 @@ FAMILY_FIELDS: dict[str, dict[str, tuple[bool, str]]] = {
     },
 }
 
-DEFAULT_MAX_CHARS = 1_000_000
 RAW_PREVIEW_CHARS = 2000  # how much of a bad row the quarantine file keeps
 
 
@@ -130,16 +131,16 @@ def read_records(path: str) -> list[dict]:
     return records
 
 
-def field_columns(settings: dict) -> dict[str, str]:
+def field_columns(settings: step_settings.Ingest) -> dict[str, str]:
     """Seed field -> column of the source file (the field's own name unless mapped)."""
-    fields = FAMILY_FIELDS[settings["family"]]
-    return {field: settings.get("columns", {}).get(field, field) for field in fields}
+    fields = FAMILY_FIELDS[settings.family]
+    return {field: settings.columns.get(field, field) for field in fields}
 
 
-def check_schema(columns: Iterable[str], path: str, settings: dict) -> None:
+def check_schema(columns: Iterable[str], path: str, settings: step_settings.Ingest) -> None:
     """Fail at once when a file's schema lacks the column of a required seed field."""
     available = set(columns)
-    family, source = settings["family"], settings["source"]
+    family, source = settings.family, settings.source
     for field, column in field_columns(settings).items():
         if FAMILY_FIELDS[family][field][0] and column not in available:
             raise CliError(
@@ -181,14 +182,16 @@ def _preview(record) -> str:
     return text[:RAW_PREVIEW_CHARS]
 
 
-def ingest_items(items: Iterable[Item], path: str, source: str, shard: str, settings: dict):
+def ingest_items(
+    items: Iterable[Item], path: str, source: str, shard: str, settings: step_settings.Ingest
+):
     """Validate rows into a seed shard. Returns (shard, quarantined rows, rows read)."""
-    family = settings["family"]
+    family = settings.family
     fields = FAMILY_FIELDS[family]
     columns = field_columns(settings)
-    id_column = settings.get("id_column")
-    quarantine = settings.get("on_bad_rows", "fail") == "quarantine"
-    max_chars = settings.get("max_chars") or DEFAULT_MAX_CHARS
+    id_column = settings.id_column
+    quarantine = settings.on_bad_rows == "quarantine"
+    max_chars = settings.max_chars
     rows, seen, bad, total = [], {}, [], 0
     for item in items:
         total += 1
@@ -251,28 +254,30 @@ def _row(item: Item, path, source, shard, family, fields, columns, id_column):
     return f"{source}/{shard}/{item.index:07d}", row
 
 
-def ingest_records(records: list[dict], path: str, source: str, shard: str, settings: dict):
+def ingest_records(
+    records: list[dict], path: str, source: str, shard: str, settings: step_settings.Ingest
+):
     """The seed shard of already parsed records (row i is records[i])."""
     items = (Item(index, None, record) for index, record in enumerate(records))
     return ingest_items(items, path, source, shard, settings)[0]
 
 
-def hub_items(ref: str, settings: dict) -> Iterator[Item]:
+def hub_items(ref: str, settings: step_settings.Ingest) -> Iterator[Item]:
     """Rows of one Hub data file, checked against the source's `hub` settings."""
-    spec = settings.get("hub")
+    spec = settings.hub
     repo_id, revision, path = hub.parse_ref(ref)
-    if not spec or (spec["repo_id"], spec["revision"]) != (repo_id, revision):
+    if not spec or (spec.repo_id, spec.revision) != (repo_id, revision):
         raise CliError(
-            f"{ref}: does not belong to sources.{settings['source']}.hub "
-            f"({spec and spec['repo_id']}@{spec and spec['revision']})"
+            f"{ref}: does not belong to sources.{settings.source}.hub "
+            f"({spec and spec.repo_id}@{spec and spec.revision})"
         )
     rows = hub.iter_rows(
-        settings["source"],
+        settings.source,
         repo_id,
         revision,
         path,
-        config_name=spec.get("config_name"),
-        split=spec.get("split", "train"),
+        config_name=spec.config_name,
+        split=spec.split,
     )
     for index, record in enumerate(rows):
         if index == 0 and path.endswith(".parquet"):
@@ -280,14 +285,16 @@ def hub_items(ref: str, settings: dict) -> Iterator[Item]:
         yield Item(index, None, record)
 
 
-def ingest_record(args, settings: dict, bad: list[dict], total: int, kept: int) -> dict:
+def ingest_record(
+    args, settings: step_settings.Ingest, bad: list[dict], total: int, kept: int
+) -> dict:
     """Rows read and kept, and the bad rows set aside: stored in the shard's Parquet
     metadata (cosmopedia.ingest), and with --quarantine also written as JSON."""
     return {
-        "source": settings["source"],
+        "source": settings.source,
         "shard": args.shard,
         "input": args.input,
-        "on_bad_rows": settings.get("on_bad_rows", "fail"),
+        "on_bad_rows": settings.on_bad_rows,
         "rows_read": total,
         "rows_kept": kept,
         "count": len(bad),
@@ -330,18 +337,18 @@ def check_seed(path: str, expected_sha256: str) -> None:
 
 
 def main(args) -> int:
-    settings = load_settings(args.settings)
-    if settings["family"] not in FAMILY_FIELDS:
-        raise CliError(f"unknown seed family {settings['family']!r}")
+    settings = step_settings.load(step_settings.Ingest, args.settings)
+    if settings.family not in FAMILY_FIELDS:
+        raise CliError(f"unknown seed family {settings.family!r}")
     if args.input is None:
-        if "seed" not in settings:
+        if settings.seed is None:
             raise CliError('no seed file: give --input or "seed" in --settings')
-        args.input = settings["seed"]
+        args.input = settings.seed
     if hub.is_ref(args.input):
         items = hub_items(args.input, settings)
     else:
-        if "seed_sha256" in settings:
-            check_seed(args.input, settings["seed_sha256"])
+        if settings.seed_sha256 is not None:
+            check_seed(args.input, settings.seed_sha256)
         if args.input.endswith(".parquet") and Path(args.input).is_file():
             try:
                 schema = pl.read_parquet_schema(args.input)
@@ -350,7 +357,7 @@ def main(args) -> int:
             check_schema(schema, args.input, settings)
         items = iter_file_items(args.input)
     try:
-        df, bad, total = ingest_items(items, args.input, settings["source"], args.shard, settings)
+        df, bad, total = ingest_items(items, args.input, settings.source, args.shard, settings)
     except hub.HubError as exc:
         raise CliError(str(exc)) from exc
     record = ingest_record(args, settings, bad, total, df.height)

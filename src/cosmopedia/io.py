@@ -7,7 +7,6 @@ written atomically: a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -152,12 +151,15 @@ def iter_jsonl_zst(path: str | os.PathLike):
                 yield json.loads(line)
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def require_columns(df: pl.DataFrame, path, columns) -> None:
+    """A table read from `path` has these columns, without nulls."""
+    from cosmopedia.errors import CliError
+
+    for column in columns:
+        if column not in df.columns:
+            raise CliError(f"{path}: missing column {column!r}")
+        if df[column].null_count():
+            raise CliError(f"{path}: null values in column {column!r}")
 
 
 def add_arguments(name: str, parser) -> None:
@@ -166,7 +168,7 @@ def add_arguments(name: str, parser) -> None:
 
 def metadata_main(args) -> int:
     """Print each file's cosmopedia.* metadata as JSON ({file: {name: value}})."""
-    from cosmopedia.cli import CliError
+    from cosmopedia.errors import CliError
 
     out = {}
     for path in args.files:

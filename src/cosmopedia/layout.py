@@ -1,7 +1,11 @@
-"""Where every stage's files live under results/<name>/<version>/: the one home of paths.
+"""Where every file lives: the one home of paths.
 
-The Snakemake rules take their output patterns from here and the aggregate steps find
-per-shard files through the same patterns, so the two can never disagree.
+Under results/<name>/<version>/ (the "root"): every stage's per-shard files and folders,
+the global files, logs, runtime measurements (Snakemake's `benchmark:` files) and the
+report. Outside it: the caches of downloaded benchmarks and of seed-file hashes. The
+Snakemake rules take their output patterns and the file names inside step folders from
+here, and the aggregate steps find per-shard files through the same patterns, so the two
+can never disagree.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ SHARD_FOLDERS = {
     for stage in ("generations", "clean", "dedup", "decontam")
 }
 
+# stage -> the name of its file inside its shard's folder, for the rules' commands.
+FOLDER_FILES = {
+    stage: posixpath.basename(pattern)
+    for stage, pattern in SHARD_FILES.items()
+    if posixpath.dirname(pattern) in SHARD_FOLDERS.values()
+}
+
 GLOBAL_FILES = {
     "plan": "plan/shards.json",
     "buckets": "minhash/buckets/{bucket}.dups",
@@ -62,6 +73,20 @@ GLOBAL_FILES = {
     "removed_rows": "dataset/removed_rows.parquet",
     "summary": "dataset/summary.txt",
     "publish_receipt": "publish/receipt.json",
+    # One log per job: logs/<rule>/<source>/<shard>.log, or logs/<rule>.log.
+    "logs": "logs",
+    # Snakemake's `benchmark:` files (wall time, memory per job): runtimes/<rule>/...tsv.
+    # "benchmarks" means the evaluation benchmarks of decontamination everywhere else.
+    "runtimes": "runtimes",
+    "report_dir": "report",
+}
+
+# Caches outside results/ (shared by every dataset version), relative to the working dir.
+CACHE_FILES = {
+    # A Hub benchmark's items at its pinned revision (decontamination.benchmarks: hub:NAME).
+    "hub_benchmark": "resources/benchmarks/{name}/{revision}.parquet",
+    # sha256 of local seed files by (path, size, mtime): planning hashes a file once.
+    "seed_fingerprints": ".snakemake/cosmopedia/seed_fingerprints.json",
 }
 
 # Released file of one shard, relative to the dataset folder (one config per family).
@@ -93,6 +118,10 @@ def shard_glob(root: str, stage: str) -> str:
 
 def global_path(root: str, name: str, **kwargs) -> str:
     return f"{root}/{GLOBAL_FILES[name].format(**kwargs)}"
+
+
+def cache_path(which: str, **kwargs) -> str:
+    return CACHE_FILES[which].format(**kwargs)
 
 
 def plan_root(plan_path: str) -> str:

@@ -55,27 +55,21 @@ import numpy as np
 import polars as pl
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, WordTokenizer
 
-from cosmopedia.cli import (
-    CliError,
-    add_plan_arguments,
-    load_settings,
-    plan_paths,
+from cosmopedia import settings as step_settings
+from cosmopedia.errors import CliError
+from cosmopedia.hashing import sha256_file
+from cosmopedia.io import (
+    atomic_dir,
+    read_json,
+    read_parquet,
     require_columns,
+    write_json,
+    write_parquet,
 )
-from cosmopedia.io import atomic_dir, read_json, read_parquet, write_json, write_parquet
+from cosmopedia.plan import add_plan_arguments, plan_paths
 
 log = logging.getLogger("cosmopedia.minhash")
 
-DEFAULT_SETTINGS = {
-    "n_grams": 5,
-    "num_buckets": 14,
-    "hashes_per_bucket": 8,
-    "seed": 1,
-    "precision": 64,
-    "tokenizer": "spacy_cached",
-}
-# Word tokenizers of the signature step (the `tokenizer` setting); see TOKENIZER_CLASSES.
-TOKENIZERS = ("spacy", "spacy_cached", "whitespace")
 # Tokenizers that give the same tokens: their signatures (and indexes) can be mixed.
 SAME_TOKENS = {"spacy_cached": "spacy"}
 STREAM_FORMAT = "cosmopedia.minhash.stream/2"
@@ -91,31 +85,26 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*")
 # ---------------------------------------------------------------- settings
 
 
-def parse_settings(raw: dict) -> dict:
-    """Defaults filled in and values checked: the canonical form recorded beside every output."""
-    unknown = sorted(set(raw) - set(DEFAULT_SETTINGS))
-    if unknown:
-        raise CliError(f"unknown minhash settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
-    settings = DEFAULT_SETTINGS | raw
-    for name in ("n_grams", "num_buckets", "hashes_per_bucket", "seed"):
-        value = settings[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < (name != "seed"):
-            raise CliError(f"minhash setting {name} must be a positive integer, got {value!r}")
-    if settings["precision"] not in (32, 64):
-        raise CliError(f"minhash setting precision must be 32 or 64, got {settings['precision']!r}")
-    if settings["tokenizer"] not in TOKENIZERS:
-        raise CliError(f"minhash setting tokenizer must be one of {TOKENIZERS}")
-    return settings
+def parse_settings(raw) -> step_settings.Minhash:
+    """The settings as the library functions take them: a `settings.Minhash`, or a dict of
+    the config's minhash keys (checked against the schema, defaults filled in)."""
+    if isinstance(raw, step_settings.Minhash):
+        return raw
+    return step_settings.from_dict(step_settings.Minhash, raw, "minhash")
 
 
-def identity(settings: dict) -> dict:
+def identity(settings: step_settings.Minhash) -> dict:
     """What must be equal for signatures to be comparable: settings + library versions.
 
     spaCy's version is part of it when spaCy tokenizes: another spaCy may split words
     differently and so change signatures.
     """
-    spacy = version("spacy") if settings["tokenizer"] in ("spacy", "spacy_cached") else None
-    return {"settings": settings, "datatrove": version("datatrove"), "spacy": spacy}
+    spacy = version("spacy") if settings.tokenizer in ("spacy", "spacy_cached") else None
+    return {
+        "settings": step_settings.to_dict(settings),
+        "datatrove": version("datatrove"),
+        "spacy": spacy,
+    }
 
 
 def token_identity(ident: dict) -> dict:
@@ -126,16 +115,16 @@ def token_identity(ident: dict) -> dict:
     return {**ident, "settings": settings}
 
 
-def minhash_config(settings: dict):
+def minhash_config(settings: step_settings.Minhash):
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.utils.hashing import HashConfig
 
     return MinhashConfig(
-        n_grams=settings["n_grams"],
-        num_buckets=settings["num_buckets"],
-        hashes_per_bucket=settings["hashes_per_bucket"],
-        seed=settings["seed"],
-        hash_config=HashConfig(precision=settings["precision"]),
+        n_grams=settings.n_grams,
+        num_buckets=settings.num_buckets,
+        hashes_per_bucket=settings.hashes_per_bucket,
+        seed=settings.seed,
+        hash_config=HashConfig(precision=settings.precision),
     )
 
 
@@ -385,14 +374,14 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
     from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 
     settings = parse_settings(settings)
-    nb = settings["num_buckets"]
+    nb = settings.num_buckets
     df = read_shard(input_path)
     hasher = StreamHasher()
     with scratch_dir(output_dir, "minhash-signature") as work, atomic_dir(output_dir) as out:
         step = MinhashDedupSignature(
             output_folder=str(work),
             config=minhash_config(settings),
-            language=word_tokenizer(settings["tokenizer"]),
+            language=word_tokenizer(settings.tokenizer),
         )
         step.run(hasher.wrap(shard_documents(df)), rank=0, world_size=1)
         for b in range(nb):
@@ -402,7 +391,7 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
             else:  # no document at all: datatrove may not create the files
                 (out / f"bucket_{b:03d}.sig").write_bytes(b"")
         # datatrove's record: hashes_per_bucket hashes + the uint32 doc index.
-        fmt = f"<{settings['hashes_per_bucket']}{step.config.hash_config.struct_format}I"
+        fmt = f"<{settings.hashes_per_bucket}{step.config.hash_config.struct_format}I"
         record = struct.calcsize(fmt)
         stream = {
             "format": STREAM_FORMAT,
@@ -434,14 +423,6 @@ def index_manifest_path(index) -> Path:
     return Path(f"{index}.json")
 
 
-def sha256_path(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_previous_index(path, expected: dict, bucket: int) -> dict:
     """A previous version's index file of this bucket: its record for the .dups manifest.
 
@@ -452,7 +433,7 @@ def check_previous_index(path, expected: dict, bucket: int) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CliError(f"previous index {path} is missing")
-    record = {"sha256": sha256_path(path), "bytes": path.stat().st_size}
+    record = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest_path = index_manifest_path(path)
     if not manifest_path.exists():
         log.warning("%s has no manifest: its settings cannot be checked", path)
@@ -514,7 +495,7 @@ def buckets(
 
     settings = parse_settings(settings)
     expected = identity(settings)
-    nb = settings["num_buckets"]
+    nb = settings.num_buckets
     todo = sorted(set(range(nb) if only is None else only))
     if not todo or todo[0] < 0 or todo[-1] >= nb:
         raise CliError(f"buckets {todo} are not within 0..{nb - 1}")
@@ -591,7 +572,7 @@ def buckets(
                         "bucket": b,
                         "version": version_name,
                         "n_signatures": made.stat().st_size // _index_record_size(settings),
-                        "sha256": sha256_path(made),
+                        "sha256": sha256_file(made),
                         "inputs_sha256": digest,
                         "previous_indexes": records,
                         **expected,
@@ -613,8 +594,8 @@ def buckets(
     return manifests
 
 
-def _index_record_size(settings: dict) -> int:
-    fmt = "<" + ("Q" if settings["precision"] == 64 else "I") * settings["hashes_per_bucket"]
+def _index_record_size(settings: step_settings.Minhash) -> int:
+    fmt = "<" + ("Q" if settings.precision == 64 else "I") * settings.hashes_per_bucket
     return struct.calcsize(fmt)
 
 
@@ -639,7 +620,7 @@ def cluster(
 
     settings = parse_settings(settings)
     expected = identity(settings)
-    nb = settings["num_buckets"]
+    nb = settings.num_buckets
     keys = shard_order(signatures)
     streams = load_signature_streams(signatures, expected)
     digest = inputs_digest(streams)
@@ -855,8 +836,7 @@ def signature_dirs(args) -> dict[str, str]:
 
 
 def add_arguments(name, parser):
-    settings_help = "JSON (or @file): n_grams, num_buckets, hashes_per_bucket, seed, precision, "
-    settings_help += f"tokenizer ({'|'.join(TOKENIZERS)})"
+    settings_help = "JSON (or @file): the config's minhash keys (config/README.md)"
     if name == "minhash-signature":
         parser.add_argument("--input", required=True, help="cleaned shard (.parquet)")
         parser.add_argument("--output-dir", required=True, help="signature directory (created)")
@@ -895,8 +875,12 @@ def add_arguments(name, parser):
     parser.add_argument("--settings", required=True, help=settings_help)
 
 
+def _load(value: str) -> step_settings.Minhash:
+    return step_settings.load(step_settings.Minhash, value)
+
+
 def signature_main(args) -> int:
-    signature(args.input, args.output_dir, args.stream, load_settings(args.settings))
+    signature(args.input, args.output_dir, args.stream, _load(args.settings))
     return 0
 
 
@@ -905,7 +889,7 @@ def buckets_main(args) -> int:
     buckets(
         signatures,
         args.dups_dir,
-        load_settings(args.settings),
+        _load(args.settings),
         index_from=args.index_from,
         index_dir=args.index_dir,
         only=args.buckets,
@@ -917,13 +901,13 @@ def buckets_main(args) -> int:
 
 def cluster_main(args) -> int:
     signatures = signature_dirs(args)
-    settings = load_settings(args.settings)
+    settings = _load(args.settings)
     cluster(args.dups, signatures, args.remove_dir, args.clusters, settings, report=args.report)
     return 0
 
 
 def filter_main(args) -> int:
-    settings = load_settings(args.settings)
+    settings = _load(args.settings)
     filter_shard(
         args.input,
         args.remove,

@@ -8,26 +8,18 @@ CLI as JSON in a rule param, so a config change reruns exactly the steps it feed
 
 from __future__ import annotations
 
-import copy
-import functools
+import dataclasses
 import glob
-import hashlib
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from cosmopedia import hub
+from cosmopedia import hub, redact, settings
+from cosmopedia.errors import CliError, PlanError
+from cosmopedia.hashing import sha256_text
 from cosmopedia.seeding import SCHEME as SEED_SCHEME
 
 SEED_SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
-
-
-class PlanError(ValueError):
-    """The config does not describe a runnable set of shards."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +53,6 @@ def plan_shards(config: dict) -> list[Shard]:
     Each source's styles or audiences are checked against the templates here, so a bad
     name or template stops the run before any job.
     """
-    from cosmopedia.cli import CliError
     from cosmopedia.prompts import check_source
 
     shards = []
@@ -111,118 +102,80 @@ def dataset_version(config: dict) -> str:
     return f"{config['dataset']['name']}/{config['dataset']['version']}"
 
 
-def canonical_json(obj) -> str:
-    """Stable JSON (sorted keys, no spaces): Snakemake compares params by repr."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# --- what each step's jobs receive (cosmopedia.settings), from the validated config --------
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@functools.lru_cache(maxsize=4)
-def _read_templates(path: str, mtime_ns: int, size: int) -> dict:
-    # Keyed by mtime and size: planning reads the file once, not once per source.
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def load_family_templates(path: str, family: str) -> dict:
-    stat = os.stat(path)
-    templates = _read_templates(path, stat.st_mtime_ns, stat.st_size)
-    if family not in templates:
-        raise PlanError(f"prompt templates {path!r} have no block for seed family {family!r}")
-    return copy.deepcopy(templates[family])
-
-
-# --- settings of each step ---------------------------------------------------------
-
-
-def ingest_settings(config: dict, source: str) -> dict:
+def ingest_job(config: dict, source: str) -> settings.Ingest:
+    """A source's ingest settings; `shard_ingest_job` adds each shard's seed file."""
     spec = config["sources"][source]
-    settings = {
-        "source": source,
-        "family": spec["family"],
-        "columns": spec.get("columns", {}),
-        "id_column": spec.get("id_column"),
-        "on_bad_rows": spec.get("on_bad_rows", "fail"),
-        "max_chars": spec.get("max_chars", 1_000_000),
-    }
-    if "hub" in spec:
+    hub_spec = spec.get("hub")
+    return settings.Ingest(
+        source=source,
+        family=spec["family"],
+        columns=spec["columns"],
+        id_column=spec["id_column"],
+        on_bad_rows=spec["on_bad_rows"],
+        max_chars=spec["max_chars"],
         # The file list stays out: adding a file must not rerun the other shards.
-        settings["hub"] = {k: v for k, v in spec["hub"].items() if k != "data_files"}
-    return settings
+        hub=None if hub_spec is None else section(settings.HubDataset, hub_spec, "hub"),
+    )
 
 
-def ingest_shard_settings(source_settings: dict, shard: Shard, seed_sha256: str | None) -> dict:
-    """One ingest job's settings: its source's (`ingest_settings`), its seed file (path or
-    hf:// reference) and, for a local file, the sha256 planning saw: the job reruns exactly
-    when the bytes change, and refuses a file that changed since."""
-    settings = {**source_settings, "seed": shard.path}
-    if seed_sha256 is not None:
-        settings["seed_sha256"] = seed_sha256
-    return settings
+def shard_ingest_job(
+    source_job: settings.Ingest, shard: Shard, seed_sha256: str | None
+) -> settings.Ingest:
+    """One ingest job's settings: its source's, its seed file (path or hf:// reference) and,
+    for a local file, the sha256 planning saw: the job reruns exactly when the bytes
+    change, and refuses a file that changed since."""
+    return dataclasses.replace(source_job, seed=shard.path, seed_sha256=seed_sha256)
 
 
-def prompts_settings(config: dict, source: str) -> dict:
+def section(cls, config: dict, where: str | None = None):
+    """The section dataclass `cls` (e.g. settings.Clean) of the validated config; with
+    `where`, `config` is that section's own part of the config (e.g. a source's hub)."""
+    part = config
+    if where is None:
+        for key in cls.SCHEMA_PATH:
+            part = part[key]
+        where = ".".join(cls.SCHEMA_PATH)
+    keys = settings.job_keys(settings.subschema(cls.SCHEMA_PATH))
+    return settings.from_dict(cls, {k: v for k, v in part.items() if k in keys}, where)
+
+
+def prompts_job(config: dict, source: str) -> settings.Prompts:
     from cosmopedia import prompts as builders
 
     spec = config["sources"][source]
     prompts = config["prompts"]
     family_templates = builders.family_templates(prompts["templates"], spec["family"])
-    return {
-        "source": source,
-        "family": spec["family"],
-        "seed": config["seed"],
-        # styles/audiences as given; the family's list defaults to all its templates.
-        **builders.choice_settings(spec["family"], spec, family_templates),
-        "extract_max_chars": prompts["extract_max_chars"],
-        "topic_probability": prompts["topic_probability"],
-        "templates": prompts["templates"],
+    # styles/audiences as given; the family's list defaults to all its templates.
+    choices = builders.choice_settings(spec["family"], spec, family_templates)
+    return settings.Prompts(
+        source=source,
+        family=spec["family"],
+        seed=config["seed"],
+        styles=None if choices["styles"] is None else tuple(choices["styles"]),
+        audiences=None if choices["audiences"] is None else tuple(choices["audiences"]),
+        extract_max_chars=prompts["extract_max_chars"],
+        topic_probability=prompts["topic_probability"],
+        templates=prompts["templates"],
         # Only this family's templates: editing another family's reruns nothing here.
-        "templates_sha256": sha256_text(canonical_json(family_templates)),
-    }
+        templates_sha256=sha256_text(settings.canonical_json(family_templates)),
+    )
 
 
-def generate_settings(config: dict) -> dict:
-    return {"dataset_version": dataset_version(config), **config["generation"]}
+def generate_job(config: dict) -> settings.Generate:
+    return settings.Generate(dataset_version(config), section(settings.Generation, config))
 
 
-# How generation is run, not what it produces: changing these must not regenerate a shard.
-OPERATIONAL_GENERATION_KEYS = (
-    "concurrency",
-    "request_timeout_s",
-    "max_retries",
-    "backoff_base_s",
-    "backoff_max_s",
-    "startup_timeout_s",
-    "checkpoint_every",
-    "instances",
-    "gpus_per_instance",
-    "dummy",
-)
-OPERATIONAL_SERVER_KEYS = ("stop_grace_s", "fatal_log_patterns", "max_concurrent_requests")
-
-
-def generate_request_settings(config: dict) -> dict:
-    """The generation settings that change its results (model, revision, sampling, ...)."""
-    settings = generate_settings(config)
-    for key in OPERATIONAL_GENERATION_KEYS:
-        settings.pop(key, None)
-    settings["server"] = {
-        k: v for k, v in settings.get("server", {}).items() if k not in OPERATIONAL_SERVER_KEYS
-    }
-    return settings
-
-
-def clean_settings(config: dict) -> dict:
-    return dict(config["clean"])
-
-
-def minhash_settings(config: dict) -> dict:
-    settings = dict(config["minhash"])
-    settings.pop("index_from", None)  # input files of the buckets rule, not a setting
-    return settings
+def generate_request(config: dict) -> dict:
+    """The generation settings that change results (model, revision, sampling, ...): the
+    generate rule's compared param. Its keys are the schema's minus the x-operational ones
+    (concurrency, timeouts, retries, instances...), which must not regenerate a shard."""
+    generation = settings.result_affecting(
+        config["generation"], settings.subschema(("generation",))
+    )
+    return {"dataset_version": dataset_version(config), **generation}
 
 
 def minhash_previous_indexes(config: dict) -> list[list[str]]:
@@ -266,32 +219,6 @@ def minhash_previous_indexes(config: dict) -> list[list[str]]:
     return per_bucket
 
 
-def decontam_settings(config: dict) -> dict:
-    settings = dict(config["decontamination"])
-    settings.pop("benchmarks")  # an input file of the rule, not a setting
-    return settings
-
-
-def benchmark_files(config: dict) -> list[str]:
-    value = config["decontamination"]["benchmarks"]
-    return [value] if isinstance(value, str) else list(value)
-
-
-# Key names that hold secrets (hf_token, api_key, ...), not ones like max_new_tokens.
-SECRET_KEY = re.compile(r"(^|_)(token|secret|password|api_?key)$", re.IGNORECASE)
-
-
-def redact_secrets(value):
-    """The config with the values of secret-looking keys replaced (they never belong in it)."""
-    if isinstance(value, dict):
-        return {
-            k: "<redacted>" if SECRET_KEY.search(k) else redact_secrets(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_secrets(v) for v in value]
-    return value
-
-
 def project_revision(repo_dir: str) -> dict:
     """The project's git commit and whether its tree has uncommitted changes (None outside git)."""
     import subprocess
@@ -308,16 +235,49 @@ def project_revision(repo_dir: str) -> dict:
     return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
 
 
-def dataset_settings(config: dict, revision: dict) -> dict:
-    resolved = redact_secrets(config)
-    return {
-        "name": config["dataset"]["name"],
-        "version": config["dataset"]["version"],
-        "license": config["dataset"]["license"],
-        "families": {s: spec["family"] for s, spec in sorted(config["sources"].items())},
-        "seed_scheme": SEED_SCHEME,
-        "project": revision,
+def dataset_job(config: dict, revision: dict) -> settings.Dataset:
+    resolved = redact.config(config)
+    return settings.Dataset(
+        name=config["dataset"]["name"],
+        version=config["dataset"]["version"],
+        license=config["dataset"]["license"],
+        families={s: spec["family"] for s, spec in sorted(config["sources"].items())},
+        seed_scheme=SEED_SCHEME,
+        project=revision,
         # The whole resolved config (defaults filled in): enough to rebuild the version.
-        "config": resolved,
-        "config_sha256": sha256_text(canonical_json(resolved)),
-    }
+        config=resolved,
+        config_sha256=sha256_text(settings.canonical_json(resolved)),
+    )
+
+
+# --- the shard plan file (<root>/plan/shards.json), read by the aggregate steps --------
+
+
+def add_plan_arguments(parser, listed: str, metavar: str, what: str) -> None:
+    """Per-shard inputs of an aggregate step: listed (`--<listed>`) or every planned shard's,
+    found through the shard plan (`--plan`). The workflow passes the plan: at 3,000 shards
+    a list runs to hundreds of KB of command line."""
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument(f"--{listed}", nargs="+", metavar=metavar, help=what)
+    given.add_argument("--plan", help="shard plan (<root>/plan/shards.json): every shard's")
+    parser.add_argument("--root", help="results root with --plan (default: the plan's)")
+
+
+def read_plan(plan_file: str, root: str | None) -> tuple[str, list[dict]]:
+    """The results root (`root`, or the one holding the plan) and the shard plan's entries."""
+    from cosmopedia import layout
+    from cosmopedia.io import read_json
+
+    try:
+        root = root or layout.plan_root(plan_file)
+    except ValueError as exc:
+        raise CliError(f"--plan {exc}; give --root") from None
+    return root, read_json(plan_file)["shards"]
+
+
+def plan_paths(plan_file: str, root: str | None, stage: str) -> dict[str, str]:
+    """{source}/{shard} -> the file of `stage` of every shard in the plan file."""
+    from cosmopedia import layout
+
+    root, entries = read_plan(plan_file, root)
+    return layout.plan_stage_paths(entries, root, stage)

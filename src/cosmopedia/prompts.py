@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import string
 
-from cosmopedia.cli import CliError, load_settings
-from cosmopedia.plan import PlanError, load_family_templates
+from cosmopedia import settings as step_settings
+from cosmopedia import templates as template_files
+from cosmopedia.errors import CliError, PlanError
 from cosmopedia.seeding import rng_for
 
 log = logging.getLogger("cosmopedia.prompts")
@@ -59,7 +60,7 @@ def family_templates(path: str, family: str) -> dict:
     """The family's block of the templates file ({} for a family without templates)."""
     if CHOICE_KEY.get(family, "") is None:
         return {}
-    return load_family_templates(path, family)
+    return template_files.load_family(path, family)
 
 
 def _placeholders(family: str, name: str, key: str, text: str) -> set[str]:
@@ -100,9 +101,11 @@ def check_templates(family: str, templates: dict, names: list[str]) -> None:
                 raise CliError(f"{label}: unknown placeholder(s) {sorted(unknown)}")
 
 
-def choice_settings(family: str, spec: dict, templates: dict) -> dict:
-    """The `styles` and `audiences` of a source; the family's list defaults to every entry."""
-    settings = {"styles": spec.get("styles"), "audiences": spec.get("audiences")}
+def choice_settings(family: str, spec, templates: dict) -> dict:
+    """The `styles` and `audiences` of a source (its config dict or its Prompts settings);
+    the family's list defaults to every entry."""
+    get = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key)
+    settings = {"styles": get("styles"), "audiences": get("audiences")}
     key = CHOICE_KEY[family]
     if key is not None and not settings[key]:
         settings[key] = list(templates)
@@ -141,20 +144,20 @@ def check_source(source: str, spec: dict, templates_path: str) -> None:
 # --- builders: (row, rng, settings) -> (placeholder values, seed_data) --------------
 
 
-def _web_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
-    extract = row["text"][: settings["extract_max_chars"]]
+def _web_fields(row: dict, rng, settings: step_settings.Prompts) -> tuple[dict, str]:
+    extract = row["text"][: settings.extract_max_chars]
     topic_sentence = ""
     # Draw unconditionally: a row's choices don't shift when its topic is missing.
-    if rng.random() < settings["topic_probability"] and row.get("topic"):
+    if rng.random() < settings.topic_probability and row.get("topic"):
         topic_sentence = f"The following extract is related to {row['topic']}.\n"
     return {"extract": extract, "topic_sentence": topic_sentence}, extract
 
 
-def _story_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
+def _story_fields(row: dict, rng, settings: step_settings.Prompts) -> tuple[dict, str]:
     return {"snippet": row["text"]}, row["text"]
 
 
-def _outline_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
+def _outline_fields(row: dict, rng, settings: step_settings.Prompts) -> tuple[dict, str]:
     covered = row.get("covered") or []
     if covered:
         covered_sentence = (
@@ -174,16 +177,16 @@ def _outline_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
         "covered_sentence": covered_sentence,
     }
     if row.get("reference"):
-        fields["reference"] = row["reference"][: settings["extract_max_chars"]]
+        fields["reference"] = row["reference"][: settings.extract_max_chars]
     return fields, trail
 
 
-def _wikihow_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
+def _wikihow_fields(row: dict, rng, settings: step_settings.Prompts) -> tuple[dict, str]:
     return {"title": row["title"]}, row["title"]
 
 
-def _math_fields(row: dict, rng, settings: dict) -> tuple[dict, str]:
-    extract = row["text"][: settings["extract_max_chars"]]
+def _math_fields(row: dict, rng, settings: step_settings.Prompts) -> tuple[dict, str]:
+    extract = row["text"][: settings.extract_max_chars]
     return {"extract": extract}, extract
 
 
@@ -207,11 +210,11 @@ def _template_text(family: str, name: str, entry: dict, fields: dict, row_id: st
     return entry["template"]
 
 
-def build_prompts(seeds, templates: dict, settings: dict):
+def build_prompts(seeds, templates: dict, settings: step_settings.Prompts):
     """Prompts shard (Polars DataFrame, PROMPT_COLUMNS) of a seed shard."""
     import polars as pl
 
-    family = settings["family"]
+    family = settings.family
     schema = {c: pl.String for c in PROMPT_COLUMNS}
     if CHOICE_KEY[family] is None:
         return _taken_prompts(seeds, settings, schema)
@@ -219,14 +222,14 @@ def build_prompts(seeds, templates: dict, settings: dict):
     check_templates(family, templates, names)
     rows = []
     for row in seeds.iter_rows(named=True):
-        rng = rng_for(settings["seed"], "prompt", row["id"])
+        rng = rng_for(settings.seed, "prompt", row["id"])
         name = names[rng.randrange(len(names))]
         fields, seed_data = FIELD_BUILDERS[family](row, rng, settings)
         entry = templates[name]
         rows.append(
             {
                 "id": row["id"],
-                "source": settings["source"],
+                "source": settings.source,
                 "family": family,
                 "prompt": _template_text(family, name, entry, fields, row["id"]).format(**fields),
                 "seed_data": seed_data,
@@ -237,15 +240,15 @@ def build_prompts(seeds, templates: dict, settings: dict):
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def _taken_prompts(seeds, settings: dict, schema: dict):
+def _taken_prompts(seeds, settings: step_settings.Prompts, schema: dict):
     """`prompts` family: each row's prompt as it is, with its seed_data/format/audience."""
     import polars as pl
 
     rows = [
         {
             "id": row["id"],
-            "source": settings["source"],
-            "family": settings["family"],
+            "source": settings.source,
+            "family": settings.family,
             "prompt": row["prompt"],
             "seed_data": row.get("seed_data"),
             "format": row.get("format"),
@@ -270,11 +273,11 @@ def add_arguments(name, parser):
 def main(args) -> int:
     from cosmopedia.io import read_parquet, write_parquet
 
-    settings = load_settings(args.settings)
-    if settings["family"] not in CHOICE_KEY:
-        raise CliError(f"unknown seed family {settings['family']!r}")
+    settings = step_settings.load(step_settings.Prompts, args.settings)
+    if settings.family not in CHOICE_KEY:
+        raise CliError(f"unknown seed family {settings.family!r}")
     try:
-        templates = family_templates(settings["templates"], settings["family"])
+        templates = family_templates(settings.templates, settings.family)
     except (OSError, PlanError) as exc:
         raise CliError(str(exc)) from exc
     prompts = build_prompts(read_parquet(args.input), templates, settings)

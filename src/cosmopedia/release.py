@@ -12,8 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from cosmopedia.cli import CliError
-from cosmopedia.io import read_json, sha256_file, write_json
+from cosmopedia.errors import CliError
+from cosmopedia.hashing import sha256_file
+from cosmopedia.io import read_json, write_json
 
 log = logging.getLogger("cosmopedia.release")
 

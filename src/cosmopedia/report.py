@@ -2,7 +2,7 @@
 
 `cosmopedia report-plots` reads the outputs of the other steps (dataset files, MinHash
 clusters, decontamination reports, removed rows, generation provenance and the jobs'
-benchmark files) and writes the SVG plots and HTML tables that the `report_plots` rule
+runtime files) and writes the SVG plots and HTML tables that the `report_plots` rule
 flags with `report(...)`. The plots of data (token lengths, clusters, contamination,
 failures) and both tables come out byte-identical for the same inputs: fixed SVG hash
 salt, no date, bundled font, sorted rows. The plots of timings (throughput, start-up
@@ -121,14 +121,14 @@ def decontam_reports(root: str, plan: list[dict]):
     return pl.concat(frames, how="diagonal_relaxed").sort("id", "task_name", "item_id")
 
 
-def benchmark_runtimes(benchmarks_dir: str) -> dict[str, list[float]]:
+def job_runtimes(runtimes_dir: str) -> dict[str, list[float]]:
     """Wall-clock seconds of every job, by rule, from the jobs' benchmark files.
 
-    benchmarks/<rule>.tsv or benchmarks/<rule>/.../<job>.tsv; a file holds one line per
+    runtimes/<rule>.tsv or runtimes/<rule>/.../<job>.tsv; a file holds one line per
     repeat (Snakemake's `repeat`) after its header.
     """
     runtimes: dict[str, list[float]] = defaultdict(list)
-    base = Path(benchmarks_dir)
+    base = Path(runtimes_dir)
     for path in sorted(base.rglob("*.tsv")):
         rel = path.relative_to(base)
         rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
@@ -367,7 +367,7 @@ def plot_runtimes(runtimes: dict[str, list[float]], path: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, max(3, 1 + 0.35 * len(runtimes))))
     if not runtimes:
-        _empty(ax, "no benchmark files")
+        _empty(ax, "no runtime files")
     else:
         labels = [
             f"{rule} (n={len(v)}, {sum(v) / 3600:.2f} h)" if sum(v) >= 360 else
@@ -379,7 +379,7 @@ def plot_runtimes(runtimes: dict[str, list[float]], path: str) -> None:
         )
         ax.invert_yaxis()
         ax.set_xscale("log")
-        ax.set_xlabel("job wall-clock time (s, from the benchmark files)")
+        ax.set_xlabel("job wall-clock time (s, from the runtime files)")
     ax.set_title("Runtime per rule", loc="left")
     _save(fig, path)
 
@@ -528,7 +528,7 @@ def contamination_table(reports) -> str:
 # --- command ---------------------------------------------------------------------------
 
 
-def make_all(root: str, plan: list[dict], benchmarks_dir: str, out_dir: str) -> dict[str, str]:
+def make_all(root: str, plan: list[dict], runtimes_dir: str, out_dir: str) -> dict[str, str]:
     import polars as pl
 
     paths = {name: str(Path(out_dir) / file) for name, file in FILES.items()}
@@ -542,7 +542,7 @@ def make_all(root: str, plan: list[dict], benchmarks_dir: str, out_dir: str) -> 
     plot_startup(provs, paths["startup"])
     plot_cluster_sizes(clusters, paths["cluster_sizes"])
     plot_contamination(reports, paths["contamination"])
-    plot_runtimes(benchmark_runtimes(benchmarks_dir), paths["runtimes"])
+    plot_runtimes(job_runtimes(runtimes_dir), paths["runtimes"])
     _write_text(removed_table(root, clusters, reports), paths["removed_rows"])
     _write_text(contamination_table(reports), paths["contaminated_rows"])
     return paths
@@ -551,14 +551,16 @@ def make_all(root: str, plan: list[dict], benchmarks_dir: str, out_dir: str) -> 
 def add_arguments(name, parser):
     parser.add_argument("--plan", required=True, help="shard plan (<root>/plan/shards.json)")
     parser.add_argument("--root", help="results root (default: the plan's, results/<name>/<v>)")
-    parser.add_argument("--benchmarks", required=True, help="folder of the jobs' benchmark files")
+    parser.add_argument(
+        "--runtimes", required=True, help="folder of the jobs' runtime files (benchmark:)"
+    )
     parser.add_argument("--out-dir", required=True, help=f"folder for {', '.join(FILES.values())}")
 
 
 def main(args) -> int:
-    from cosmopedia.cli import read_plan
+    from cosmopedia.plan import read_plan
 
     root, plan = read_plan(args.plan, args.root)
-    paths = make_all(root, plan, args.benchmarks, args.out_dir)
+    paths = make_all(root, plan, args.runtimes, args.out_dir)
     log.info("wrote %d report items to %s", len(paths), args.out_dir)
     return 0

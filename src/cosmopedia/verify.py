@@ -21,15 +21,16 @@ from pathlib import Path
 
 import yaml
 
-from cosmopedia.cli import CliError
+from cosmopedia import redact, settings
 from cosmopedia.dataset import MANIFEST_GENERATION_KEYS
+from cosmopedia.errors import CliError
 from cosmopedia.io import read_json
-from cosmopedia.layout import shard_path
+from cosmopedia.layout import global_path, shard_path
+from cosmopedia.plan import results_root
 from cosmopedia.release import integrity_problems
 
 log = logging.getLogger("cosmopedia.verify")
 
-REPO = Path(__file__).resolve().parents[2]
 # Never linked into a rebuild directory: outputs and state of the original run.
 NOT_LINKED = {"results", ".snakemake", ".git", ".venv"}
 
@@ -95,13 +96,8 @@ def load_manifest(ref: str) -> tuple[dict, Path | None]:
 
 def resolve_config(config_file: str) -> dict:
     """A config file as the workflow sees it: validated, defaults filled in."""
-    from snakemake.utils import validate
-
-    from cosmopedia.plan import redact_secrets
-
     config = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    return redact_secrets(config)
+    return redact.config(settings.validate_config(config))
 
 
 def prepare_workdir(workdir: Path, project_dir: Path, config: dict) -> None:
@@ -133,6 +129,15 @@ def reuse_generations(manifest: dict, cache_root: Path, root: str, workdir: Path
     return reused
 
 
+def default_snakefile(project_dir: Path) -> Path:
+    """The project's workflow, else the one of the checkout this package runs from."""
+    checkout = Path(__file__).resolve().parents[2]  # src/cosmopedia/verify.py
+    for candidate in (project_dir, checkout):
+        if (candidate / "workflow" / "Snakefile").is_file():
+            return candidate / "workflow" / "Snakefile"
+    raise CliError(f"no workflow/Snakefile in {project_dir} or {checkout}: give --snakefile")
+
+
 def snakemake(workdir: Path, snakefile: Path, cores: int, *extra: str) -> None:
     bin_dir = Path(sys.executable).parent
     cmd = [
@@ -154,11 +159,11 @@ def verify(args) -> list[str]:
 
     config = resolve_config(args.configfile) if args.configfile else manifest["config"]
     project_dir = Path(args.project_dir).resolve()
-    root = f"results/{config['dataset']['name']}/{config['dataset']['version']}"
+    root = results_root(config)
     cache_root = Path(args.cache) if args.cache else project_dir / root
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cosmopedia-verify-"))
     prepare_workdir(workdir, project_dir, config)
-    snakefile = Path(args.snakefile)
+    snakefile = Path(args.snakefile) if args.snakefile else default_snakefile(project_dir)
 
     # Seeds and prompts first, so that reused generations are newer than their prompts.
     snakemake(workdir, snakefile, args.cores, "--until", "prompts")
@@ -167,7 +172,7 @@ def verify(args) -> list[str]:
         "reusing cached generations of %d of %d shards", len(reused), len(manifest["generation"])
     )
     snakemake(workdir, snakefile, args.cores)
-    rebuilt = read_json(workdir / root / "dataset/manifest.json")
+    rebuilt = read_json(workdir / global_path(root, "manifest"))
     return problems + manifest_differences(manifest, rebuilt)
 
 
@@ -180,7 +185,9 @@ def add_arguments(name, parser):
     parser.add_argument("--cache", help="results folder whose generations may be reused")
     parser.add_argument("--workdir", help="rebuild here (default: a new temporary folder)")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--snakefile", default=str(REPO / "workflow/Snakefile"))
+    parser.add_argument(
+        "--snakefile", help="the workflow (default: PROJECT_DIR/workflow/Snakefile)"
+    )
     parser.add_argument(
         "--integrity-only", action="store_true", help="only check the files beside the manifest"
     )

@@ -7,10 +7,11 @@ rule clean:
     log:
         f"{LOGS}/clean/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/clean/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/clean/{{source}}/{{shard}}.tsv"
     params:
-        settings=settings(plan.clean_settings(config)),
+        settings=CLEAN_SETTINGS,
     shell:
-        "cosmopedia clean --input {input.generations:q}/generations.parquet"
-        " --output {output.clean:q}/kept.parquet --dropped {output.clean:q}/dropped.parquet"
+        f"cosmopedia clean --input {{input.generations:q}}/{FOLDER_FILES['generations']}"
+        f" --output {{output.clean:q}}/{FOLDER_FILES['clean']}"
+        f" --dropped {{output.clean:q}}/{FOLDER_FILES['clean_dropped']}"
         " --settings {params.settings:q} 2> {log:q}"

@@ -1,30 +1,37 @@
-# Shared helpers of the rules: config validation, the shard plan, per-step settings and
-# input functions. Everything here runs at parse time (also inside every Slurm job), so
-# it stays cheap: one glob per source and one read of the small templates file.
-import inspect
+# Shared helpers of the rules: config validation, the shard plan, each step's settings
+# and input functions. Everything here runs at parse time (also inside every Slurm job),
+# so it stays cheap: one glob per source and one read of the small templates file.
+#
+# Settings reach the jobs as JSON built from cosmopedia.settings (one typed dataclass per
+# step). What changes results is a compared param (`settings`, or `request` for generate),
+# so a config change reruns exactly the jobs it feeds. What only changes how a step runs
+# (generation's x-operational keys: concurrency, timeouts, retries, instances) is in a
+# global that the shell command names (GENERATE_SETTINGS): Snakemake compares params,
+# input files and rule code, never the values the command is formatted with.
 import os
 
-from snakemake.common import overwrite_function_params
-from snakemake.utils import validate
-
 from cosmopedia import fingerprint, layout, plan
-
-validate(config, schema="../schemas/config.schema.yaml")
+from cosmopedia import settings as step_settings
+from cosmopedia.errors import CliError, PlanError
+from cosmopedia.snakemake_compat import cache_signature as per_shard
 
 try:
+    # The package's schema (defaults filled in place: Snakemake keeps this dict).
+    config.update(step_settings.validate_config(config))
     SHARDS = plan.plan_shards(config)
     # Index files of the versions in minhash.index_from (may be none).
     MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
-except plan.PlanError as exc:
+except (CliError, PlanError) as exc:
     raise WorkflowError(f"config: {exc}") from None
 
 ROOT = plan.results_root(config)
 SHARD_BY_KEY = {s.key: s for s in SHARDS}
 SOURCES = sorted(config["sources"])
 BUCKETS = list(range(config["minhash"]["num_buckets"]))
-LOGS = f"{ROOT}/logs"
+LOGS = layout.global_path(ROOT, "logs")
+RUNTIMES = layout.global_path(ROOT, "runtimes")
+FOLDER_FILES = layout.FOLDER_FILES
 PROJECT_REVISION = plan.project_revision(workflow.basedir)
-BENCHMARKS = f"{ROOT}/benchmarks"
 
 
 # No wildcard_constraints: Snakemake 9 strips them from `rules.X.output` references, so
@@ -32,16 +39,6 @@ BENCHMARKS = f"{ROOT}/benchmarks"
 # (1 M instructions per shard at planning, bench/dag.py). Names need no constraint:
 # plan.py checks source and shard names ([A-Za-z0-9_-]), and every step has its own
 # folder and one output pattern.
-
-
-def per_shard(func):
-    """Mark a param or input function that Snakemake calls for every shard's job.
-
-    Snakemake reads such a function's signature (inspect.signature) several times per
-    job, unless it is given once: 0.3 M instructions per function and shard at planning.
-    """
-    overwrite_function_params(func, inspect.signature(func).parameters)
-    return func
 
 
 def out(stage):
@@ -68,27 +65,19 @@ def all_shards(stage):
 
 # Seed content hashes (cached by size and mtime): ingest reruns when bytes change, not mtimes.
 SEED_SHA256 = fingerprint.fingerprints(
-    [s.path for s in SHARDS if not s.is_hub],
-    ".snakemake/cosmopedia/seed_fingerprints.json",
+    [s.path for s in SHARDS if not s.is_hub], layout.cache_path("seed_fingerprints")
 )
 
-
-def settings(payload):
-    """Step settings as the canonical JSON string the CLI takes (compared by repr)."""
-    return plan.canonical_json(payload)
+settings = step_settings.canonical_json  # a step's settings as the JSON its CLI takes
 
 
 # Each ingest job's settings: its source's, the seed file and, for a local file, its
 # sha256 (ingest checks it). Built once here: a param function per job costs planning time.
-SOURCE_INGEST_SETTINGS = {
-    source: plan.ingest_settings(config, source) for source in SOURCES
-}
+SOURCE_INGEST_JOBS = {source: plan.ingest_job(config, source) for source in SOURCES}
 INGEST_SETTINGS = {
     s.key: settings(
-        plan.ingest_shard_settings(
-            SOURCE_INGEST_SETTINGS[s.source],
-            s,
-            None if s.is_hub else SEED_SHA256[s.path],
+        plan.shard_ingest_job(
+            SOURCE_INGEST_JOBS[s.source], s, None if s.is_hub else SEED_SHA256[s.path]
         )
     )
     for s in SHARDS
@@ -102,13 +91,25 @@ def ingest_settings(wildcards):
 
 # Templates are read once here; each prompts job sees only its own family's hash.
 PROMPTS_SETTINGS = {
-    source: settings(plan.prompts_settings(config, source)) for source in SOURCES
+    source: settings(plan.prompts_job(config, source)) for source in SOURCES
 }
 
 
 @per_shard
 def prompts_settings(wildcards):
     return PROMPTS_SETTINGS[wildcards.source]
+
+
+# Every generation setting, operational ones included, for the command (not compared);
+# GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
+GENERATE_SETTINGS = settings(plan.generate_job(config))
+GENERATE_REQUEST = settings(plan.generate_request(config))
+CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
+MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
+DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
+# The benchmarks step needs only the N-gram size: a threshold change reruns it not.
+BENCHMARKS_SETTINGS = settings({"ngram": config["decontamination"]["ngram"]})
+DATASET_SETTINGS = settings(plan.dataset_job(config, PROJECT_REVISION))
 
 
 def shard_plan_entries():
@@ -130,6 +131,7 @@ def print_summary():
             print(f"\n{f.read()}", end="")
 
 
+# Folders passed to aggregate steps, derived from their outputs (as Snakemake's lint asks).
 def dups_dir(wildcards, output):
     """The folder of the buckets job's {bucket}.dups files."""
     return os.path.dirname(output.dups[0])
@@ -140,23 +142,22 @@ def index_dir(wildcards, output):
     return os.path.dirname(output.index[0])
 
 
+def report_dir(wildcards, output):
+    """The folder of the report's plots and tables."""
+    return os.path.dirname(output.token_lengths)
+
+
+def results_root(wildcards, output):
+    """The results root, for steps that find every stage's files through cosmopedia.layout."""
+    return ROOT
+
+
 def publish_options(wildcards):
     publish = config["publish"]
     options = [f"--repo-id {publish['repo_id']}"] if publish["repo_id"] else []
     options += ["--private"] if publish["private"] else []
     options += ["--dry-run"] if publish["dry_run"] else []
     return " ".join(options)
-
-
-GENERATE_SETTINGS = settings(plan.generate_settings(config))
-
-
-@per_shard
-def generate_settings(wildcards, output):
-    """Every generation setting, for the CLI. Taking `output` makes Snakemake treat this
-    param as derived and not compare it: operational knobs (concurrency, timeouts, retries,
-    instances) must not regenerate shards; what changes results is in params.request."""
-    return GENERATE_SETTINGS
 
 
 # A Hub shard (hf://datasets/<repo>@<revision>/<file>) has no local input: only this job
@@ -176,11 +177,6 @@ def planned_shard(wildcards):
             " inside a step's folder."
         )
     return SHARD_BY_KEY[key]
-
-
-def results_root(wildcards, output):
-    """The results root, for steps that find every stage's files through cosmopedia.layout."""
-    return ROOT
 
 
 def release_dir(wildcards, input):

@@ -18,10 +18,10 @@ rule dataset:
     log:
         f"{LOGS}/dataset.log",
     benchmark:
-        f"{BENCHMARKS}/dataset.tsv"
+        f"{RUNTIMES}/dataset.tsv"
     params:
         root=results_root,
-        settings=settings(plan.dataset_settings(config, PROJECT_REVISION)),
+        settings=DATASET_SETTINGS,
     shell:
         "cosmopedia dataset --root {params.root:q} --plan {input.plan:q}"
         " --settings {params.settings:q} 2> {log:q}"

@@ -3,7 +3,6 @@
 # per pinned revision into resources/), with their N-gram index; every shard job loads it.
 from cosmopedia.benchmarks import HUB as HUB_BENCHMARKS
 from cosmopedia.benchmarks import resolve_entries
-from cosmopedia.cli import CliError
 
 try:
     BENCHMARK_INPUTS = resolve_entries(config["decontamination"]["benchmarks"])
@@ -13,7 +12,7 @@ except CliError as exc:
 
 rule benchmark_download:
     output:
-        "resources/benchmarks/{benchmark}/{revision}.parquet",
+        layout.cache_path("hub_benchmark", name="{benchmark}", revision="{revision}"),
     log:
         f"{LOGS}/benchmark_download/{{benchmark}}/{{revision}}.log",
     wildcard_constraints:
@@ -33,9 +32,9 @@ rule benchmarks:
     log:
         f"{LOGS}/benchmarks.log",
     benchmark:
-        f"{BENCHMARKS}/benchmarks.tsv"
+        f"{RUNTIMES}/benchmarks.tsv"
     params:
-        settings=settings({"ngram": config["decontamination"]["ngram"]}),
+        settings=BENCHMARKS_SETTINGS,
     shell:
         "cosmopedia benchmarks --inputs {input:q} --output {output.prepared:q}"
         " --index {output.index:q} --settings {params.settings:q} 2> {log:q}"
@@ -52,13 +51,14 @@ rule decontaminate:
     log:
         f"{LOGS}/decontaminate/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/decontaminate/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/decontaminate/{{source}}/{{shard}}.tsv"
     params:
-        settings=settings(plan.decontam_settings(config)),
+        settings=DECONTAM_SETTINGS,
     shell:
-        "cosmopedia decontaminate --input {input.dedup:q}/kept.parquet"
+        f"cosmopedia decontaminate --input {{input.dedup:q}}/{FOLDER_FILES['dedup']}"
         " --benchmarks {input.prepared:q} --index {input.index:q}"
-        " --output {output.decontam:q}/kept.parquet --report {output.decontam:q}/report.parquet"
+        f" --output {{output.decontam:q}}/{FOLDER_FILES['decontam']}"
+        f" --report {{output.decontam:q}}/{FOLDER_FILES['decontam_report']}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
@@ -76,7 +76,7 @@ rule decontam_summary:
     log:
         f"{LOGS}/decontam_summary.log",
     benchmark:
-        f"{BENCHMARKS}/decontam_summary.tsv"
+        f"{RUNTIMES}/decontam_summary.tsv"
     params:
         root=results_root,
     shell:

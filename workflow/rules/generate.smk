@@ -21,14 +21,13 @@ rule generate:
     log:
         f"{LOGS}/generate/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/generate/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/generate/{{source}}/{{shard}}.tsv"
     resources:
         gpu=GENERATE_GPUS,
     params:
-        # Compared by Snakemake: a change here regenerates every shard.
-        request=settings(plan.generate_request_settings(config)),
-        # All settings, operational ones included (concurrency, timeouts, retries...).
-        settings=generate_settings,
+        # Compared by Snakemake: a change here regenerates every shard. The command takes
+        # GENERATE_SETTINGS, which adds the operational settings (see common.smk).
+        request=GENERATE_REQUEST,
         checkpoint=out("generation_checkpoint"),
         # The servers' own output, beside the job's log (appended across retries). Not a
         # declared log: each declared file costs planning time on every shard, and the
@@ -36,8 +35,8 @@ rule generate:
         engine_log=f"{LOGS}/generate/{{source}}/{{shard}}.engine.log",
     shell:
         "cosmopedia generate --prompts {input.prompts:q}"
-        " --output {output.generations:q}/generations.parquet"
-        " --provenance {output.generations:q}/provenance.json"
+        f" --output {{output.generations:q}}/{FOLDER_FILES['generations']}"
+        f" --provenance {{output.generations:q}}/{FOLDER_FILES['generation_provenance']}"
         " --checkpoint {params.checkpoint:q}"
         " --engine-log {params.engine_log:q}"
-        " --settings {params.settings:q} 2> {log:q}"
+        " --settings {GENERATE_SETTINGS:q} 2> {log:q}"

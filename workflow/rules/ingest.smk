@@ -26,7 +26,7 @@ rule ingest:
     log:
         f"{LOGS}/ingest/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/ingest/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/ingest/{{source}}/{{shard}}.tsv"
     params:
         # The seed file (a path or hf:// reference) and its sha256 are in the settings.
         settings=ingest_settings,

@@ -11,11 +11,11 @@ rule minhash_signature:
     log:
         f"{LOGS}/minhash_signature/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/minhash_signature/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/minhash_signature/{{source}}/{{shard}}.tsv"
     params:
-        settings=settings(plan.minhash_settings(config)),
+        settings=MINHASH_SETTINGS,
     shell:
-        "cosmopedia minhash-signature --input {input.clean:q}/kept.parquet"
+        f"cosmopedia minhash-signature --input {{input.clean:q}}/{FOLDER_FILES['clean']}"
         " --output-dir {output.signatures:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
@@ -40,10 +40,10 @@ rule minhash_buckets:
     log:
         f"{LOGS}/minhash_buckets.log",
     benchmark:
-        f"{BENCHMARKS}/minhash_buckets.tsv"
+        f"{RUNTIMES}/minhash_buckets.tsv"
     threads: len(BUCKETS)
     params:
-        settings=settings(plan.minhash_settings(config)),
+        settings=MINHASH_SETTINGS,
         dups_dir=dups_dir,
         index_dir=index_dir,
         root=results_root,
@@ -78,9 +78,9 @@ rule minhash_cluster:
     log:
         f"{LOGS}/minhash_cluster.log",
     benchmark:
-        f"{BENCHMARKS}/minhash_cluster.tsv"
+        f"{RUNTIMES}/minhash_cluster.tsv"
     params:
-        settings=settings(plan.minhash_settings(config)),
+        settings=MINHASH_SETTINGS,
         root=results_root,
     shell:
         "cosmopedia minhash-cluster --dups {input.dups:q}"
@@ -100,17 +100,17 @@ rule minhash_filter:
     log:
         f"{LOGS}/minhash_filter/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/minhash_filter/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/minhash_filter/{{source}}/{{shard}}.tsv"
     params:
-        settings=settings(plan.minhash_settings(config)),
+        settings=MINHASH_SETTINGS,
         stream=out("signature_stream"),
         remove_file=out("remove"),
         previous_file=out("remove_previous"),
     shell:
-        "cosmopedia minhash-filter --input {input.clean:q}/kept.parquet"
+        f"cosmopedia minhash-filter --input {{input.clean:q}}/{FOLDER_FILES['clean']}"
         " --remove {params.remove_file:q} --previous {params.previous_file:q}"
-        " --stream {params.stream:q} --output {output.dedup:q}/kept.parquet"
-        " --removed {output.dedup:q}/removed.parquet"
+        f" --stream {{params.stream:q}} --output {{output.dedup:q}}/{FOLDER_FILES['dedup']}"
+        f" --removed {{output.dedup:q}}/{FOLDER_FILES['dedup_removed']}"
         " --settings {params.settings:q} 2> {log:q}"
 
 

@@ -6,7 +6,7 @@ rule prompts:
     log:
         f"{LOGS}/prompts/{{source}}/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/prompts/{{source}}/{{shard}}.tsv"
+        f"{RUNTIMES}/prompts/{{source}}/{{shard}}.tsv"
     params:
         settings=prompts_settings,
     shell:

@@ -3,11 +3,9 @@
 # command line stays short at any number of shards; the manifest stands for every
 # per-shard file behind it (see the dataset rule). Timing plots (throughput, start-up,
 # runtimes) differ from run to run; no report file is listed in the dataset manifest.
-import os
-
 from cosmopedia.report import FILES as REPORT_FILES
 
-REPORT_DIR = f"{ROOT}/report"
+REPORT_DIR = layout.global_path(ROOT, "report_dir")
 
 
 rule report_plots:
@@ -74,10 +72,10 @@ rule report_plots:
     log:
         f"{LOGS}/report_plots.log",
     benchmark:
-        f"{BENCHMARKS}/report_plots.tsv"
+        f"{RUNTIMES}/report_plots.tsv"
     params:
-        benchmarks=BENCHMARKS,
-        out_dir=lambda wildcards, output: os.path.dirname(output.token_lengths),
+        runtimes=RUNTIMES,
+        out_dir=report_dir,
     shell:
-        "cosmopedia report-plots --plan {input.plan:q} --benchmarks {params.benchmarks:q}"
+        "cosmopedia report-plots --plan {input.plan:q} --runtimes {params.runtimes:q}"
         " --out-dir {params.out_dir:q} 2> {log:q}"

@@ -882,7 +882,7 @@ def serve(
 
 
 def main(args) -> int:
-    from cosmopedia.cli import CliError
+    from cosmopedia.errors import CliError
 
     options = engine_options(args)
     if options["latency_per_token"] < 0:
