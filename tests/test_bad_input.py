@@ -14,21 +14,21 @@ key in the config, through a real dry-run).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import polars as pl
 import pytest
 import yaml
-from snakemake.utils import validate
-from snakemake_interface_common.exceptions import WorkflowError
 
 from conftest import BIN, REPO, make_workdir, run_snakemake
 from cosmopedia import hub
+from cosmopedia.errors import CliError, PlanError
 from cosmopedia.io import read_parquet_metadata
-from cosmopedia.plan import PlanError, plan_shards
+from cosmopedia.plan import plan_shards
+from cosmopedia.settings import validate_config
 from test_ingest import WEB, run_ingest, write_lines
 
-SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 QUARANTINE = WEB | {"on_bad_rows": "quarantine"}
 
 
@@ -226,16 +226,15 @@ def demo_config(**source_changes):
     ],
 )
 def test_config_wrong_type_or_unknown_key_is_named(change, message):
-    with pytest.raises(WorkflowError) as info:
-        validate(demo_config(**change), SCHEMA)
+    with pytest.raises(CliError) as info:
+        validate_config(demo_config(**change))
     assert message in str(info.value)
-    assert "['sources']" in str(info.value)  # the failing schema path names the section
+    assert str(info.value).startswith("sources.web")  # the message names the key
 
 
 def plan(config, monkeypatch):
     monkeypatch.chdir(REPO)
-    validate(config, SCHEMA)
-    return plan_shards(config)
+    return plan_shards(validate_config(config))
 
 
 @pytest.mark.parametrize(
@@ -362,3 +361,87 @@ def test_cosmopedia_config_dry_run_plans_offline(tmp_path):
     ingest = next(line for line in out.splitlines() if line.split()[:1] == ["ingest"])
     assert int(ingest.split()[1]) >= 10
     assert not (workdir / "results").exists()
+
+
+# --- configs that can't lie: every case fails `snakemake -n`, before any job ---------------
+
+
+DEMO_YAML = (REPO / "config" / "config.yaml").read_text(encoding="utf-8")
+
+
+def dry_run_with(tmp_path, text: str):
+    """`snakemake -n` of the real workflow with this config file (rc, output)."""
+    workdir = make_workdir(tmp_path / "w")
+    (workdir / "lie.yaml").write_text(text, encoding="utf-8")
+    proc = run_snakemake(workdir, "-n", "--configfile", str(workdir / "lie.yaml"), check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # A source declared twice: YAML would keep the second one only.
+        (
+            lambda t: t.replace("  outline:\n", "  web:\n    family: wikihow\n  outline:\n"),
+            "lie.yaml:24:3: duplicate key 'web' (first at line 14)",
+        ),
+        (
+            lambda t: t + "  concurrency: 8.0\n".replace("  ", "  ", 1),
+            "generation.concurrency: 8.0 is not of type 'integer'",
+        ),
+        (
+            lambda t: t.replace("clean:\n  min_tokens: 150", "clean:\n  min_tokens: .nan"),
+            "clean.min_tokens: nan is not of type 'integer'",
+        ),
+        (
+            lambda t: t + "prompts:\n  topic_probability: .nan\n",
+            "duplicate key 'prompts'",
+        ),
+        (
+            lambda t: t + "minhash:\n  num_buckets: 2.0\n",
+            "minhash.num_buckets: 2.0 is not of type 'integer'",
+        ),
+        (
+            lambda t: t + "decontamination:\n  threshold: .nan\n",
+            "duplicate key 'decontamination'",
+        ),
+    ],
+    ids=["duplicate-source", "float-concurrency", "nan-min-tokens", "duplicate-section",
+         "float-buckets", "duplicate-decontamination"],
+)  # fmt: skip
+def test_config_lies_fail_the_dry_run_naming_the_key(tmp_path, edit, message):
+    text = edit(DEMO_YAML)
+    if "concurrency: 8.0" in text:  # under generation:, not at the top level
+        text = DEMO_YAML.replace("  concurrency: 32\n", "  concurrency: 8.0\n")
+    code, output = dry_run_with(tmp_path, text)
+    assert code != 0
+    assert message in output
+    assert "Job stats" not in output  # nothing was planned, let alone run
+
+
+@pytest.mark.e2e
+def test_nan_threshold_fails_before_any_job(tmp_path):
+    text = DEMO_YAML.replace(
+        "decontamination:\n", "decontamination:\n  threshold: .nan\n"
+    )  # fmt: skip
+    code, output = dry_run_with(tmp_path, text)
+    assert code != 0 and "decontamination.threshold: nan is not of type 'number'" in output
+
+
+def test_check_config_names_line_and_column_of_malformed_yaml(tmp_path):
+    """Snakemake itself says only 'not valid JSON or YAML' for --configfile; check-config
+    says where (README, troubleshooting)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO_YAML.replace("  version: v0.1\n", "  version: [v0.1\n"))
+    proc = subprocess.run(
+        [str(BIN / "cosmopedia"), "check-config", str(bad)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert re.search(rf"{bad}:\d+:\d+: ", proc.stderr), proc.stderr
+    good = subprocess.run(
+        [str(BIN / "cosmopedia"), "check-config", "config/config.yaml"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert good.returncode == 0 and "OK (6 shards in 3 sources)" in good.stdout

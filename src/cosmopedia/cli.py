@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
     "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
     "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
+    "check-config": (
+        "cosmopedia.plan",
+        "check_config_main",
+        "Check a config file as planning does (YAML line and column, schema, shards)",
+    ),
     "metadata": (
         "cosmopedia.io",
         "metadata_main",

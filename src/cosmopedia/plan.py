@@ -281,3 +281,23 @@ def plan_paths(plan_file: str, root: str | None, stage: str) -> dict[str, str]:
 
     root, entries = read_plan(plan_file, root)
     return layout.plan_stage_paths(entries, root, stage)
+
+
+# --- `cosmopedia check-config`: every check planning makes, without Snakemake -----------
+
+
+def add_arguments(name, parser):
+    parser.add_argument("configfile", help="a workflow config (YAML or JSON)")
+
+
+def check_config_main(args) -> int:
+    """Snakemake reports a malformed config file without its line; this names it, and runs
+    the schema and planning checks the workflow runs before any job."""
+    from cosmopedia import yamlfile
+
+    config = settings.validate_config(yamlfile.load(args.configfile) or {})
+    shards = plan_shards(config)
+    generate_job(config)
+    minhash_previous_indexes(config)
+    print(f"{args.configfile}: OK ({len(shards)} shards in {len(config['sources'])} sources)")
+    return 0

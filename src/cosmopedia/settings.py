@@ -29,8 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
+from cosmopedia import yamlfile
 from cosmopedia.errors import CliError
 
 SCHEMA_FILE = "schemas/config.schema.yaml"
@@ -49,7 +48,7 @@ def schema_path() -> str:
 @functools.cache
 def schema() -> dict:
     with open(schema_path(), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return yamlfile.loads(f.read(), schema_path())
 
 
 def subschema(path: tuple[str, ...]) -> dict:
@@ -256,7 +255,7 @@ def load(cls, value: str):
         except OSError as exc:
             raise CliError(f"--settings {value}: {exc}") from exc
         if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
+            data = yamlfile.loads(text, path) or {}
         else:
             data = _json(text, f"--settings {value}")
     else:

@@ -9,16 +9,14 @@ import copy
 import functools
 import os
 
-import yaml
-
+from cosmopedia import yamlfile
 from cosmopedia.errors import PlanError
 
 
 @functools.lru_cache(maxsize=4)
 def _read(path: str, mtime_ns: int, size: int) -> dict:
     # Keyed by mtime and size: planning reads the file once, not once per source.
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+    return yamlfile.load(path) or {}
 
 
 def load_family(path: str, family: str) -> dict:

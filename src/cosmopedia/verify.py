@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from cosmopedia import redact, settings
+from cosmopedia import redact, settings, yamlfile
 from cosmopedia.dataset import MANIFEST_GENERATION_KEYS
 from cosmopedia.errors import CliError
 from cosmopedia.io import read_json
@@ -96,8 +96,7 @@ def load_manifest(ref: str) -> tuple[dict, Path | None]:
 
 def resolve_config(config_file: str) -> dict:
     """A config file as the workflow sees it: validated, defaults filled in."""
-    config = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
-    return redact.config(settings.validate_config(config))
+    return redact.config(settings.validate_config(yamlfile.load(config_file)))
 
 
 def prepare_workdir(workdir: Path, project_dir: Path, config: dict) -> None:

@@ -10,12 +10,16 @@
 # input files and rule code, never the values the command is formatted with.
 import os
 
-from cosmopedia import fingerprint, layout, plan
+from cosmopedia import fingerprint, layout, plan, yamlfile
 from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError, PlanError
 from cosmopedia.snakemake_compat import cache_signature as per_shard
 
 try:
+    # Snakemake's YAML loading keeps the last of duplicated keys (a source declared twice
+    # would vanish): read the config files again, strictly.
+    for configfile_path in workflow.configfiles:
+        yamlfile.load(configfile_path)
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
     SHARDS = plan.plan_shards(config)
