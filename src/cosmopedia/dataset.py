@@ -5,6 +5,11 @@ that every stage removed gathered in one table with their reason, a manifest wit
 sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
 plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
 give the same bytes.
+
+Counts add up: the rows read from a seed file are the released rows plus the removed
+rows, and at every stage the rows that reach it are the rows it keeps plus the rows it
+removes (seed rows set aside by `on_bad_rows: quarantine` are removed at stage `ingest`).
+The step fails if they do not.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import polars as pl
 
 from cosmopedia import __version__
 from cosmopedia.card import dataset_card
-from cosmopedia.cli import load_settings, read_plan
+from cosmopedia.cli import CliError, load_settings, read_plan
 from cosmopedia.io import (
+    INGEST_KEY,
     read_json,
     read_parquet,
+    read_parquet_metadata,
     sha256_file,
     write_json,
     write_parquet,
@@ -54,7 +61,17 @@ KEY_PACKAGES = (
     "zstandard",
     "spacy",
 )
-COUNTED_STAGES = ["seeds", "prompts", "generations", "clean", "dedup", "decontam"]
+# Rows per stage of every shard; "read": the rows read from the seed file by ingest.
+COUNTED_STAGES = ["read", "seeds", "prompts", "generations", "clean", "dedup", "decontam"]
+# (stage, next stage, the step whose removed rows make the difference; None: no removals).
+STAGE_FLOW = [
+    ("read", "seeds", "ingest"),
+    ("seeds", "prompts", None),
+    ("prompts", "generations", None),
+    ("generations", "clean", "clean"),
+    ("clean", "dedup", "dedup"),
+    ("dedup", "decontam", "decontaminate"),
+]
 # Generation provenance that describes the data. Host, devices, timings, retries and rows
 # reused from a checkpoint describe one run: they stay in the shard's provenance file, so
 # a resumed, retried or Slurm run gives the same manifest as an uninterrupted local one.
@@ -74,6 +91,7 @@ MANIFEST_GENERATION_KEYS = (
 REMOVED_COLUMNS = {
     "id": pl.String,
     "source": pl.String,
+    "shard": pl.String,
     "stage": pl.String,
     "reason": pl.String,
     "detail": pl.String,
@@ -84,13 +102,38 @@ def parquet_rows(path: str) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
-def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
+def ingest_record(root: str, source: str, shard: str) -> dict:
+    """What ingest recorded in the seed shard: rows read and kept, bad rows set aside."""
+    path = shard_path(root, "seeds", source, shard)
+    record = read_parquet_metadata(path).get(INGEST_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise CliError(f"{path}: no ingest record in its metadata (rerun its ingest job)")
+    return record
+
+
+def removed_rows(root: str, source: str, shard: str, ingest: dict) -> pl.DataFrame:
     """Every row a stage removed from this shard, with the stage and the reason."""
     clean = read_parquet(shard_path(root, "clean_dropped", source, shard))
     dedup = read_parquet(shard_path(root, "dedup_removed", source, shard))
     report = read_parquet(shard_path(root, "decontam_report", source, shard))
-    decontam = report.filter(pl.col("removed"))
+    # One report row per candidate match: a removed row once, by its best match.
+    decontam = report.filter(pl.col("removed") & pl.col("best"))
+    # A quarantined row may have no usable id: it gets the one its position would give.
+    quarantined = pl.DataFrame(
+        {
+            "id": [f"{source}/{shard}/{bad['row']:07d}" for bad in ingest["rows"]],
+            "detail": [bad["error"] for bad in ingest["rows"]],
+        },
+        schema={"id": pl.String, "detail": pl.String},
+    )
     frames = [
+        quarantined.select(
+            "id",
+            pl.lit(source).alias("source"),
+            pl.lit("ingest").alias("stage"),
+            pl.lit("quarantined").alias("reason"),
+            "detail",
+        ),
         clean.select(
             "id",
             "source",
@@ -115,7 +158,33 @@ def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
             ),
         ),
     ]
+    frames = [f.with_columns(pl.lit(shard).alias("shard")).select(*REMOVED_COLUMNS) for f in frames]
     return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
+
+
+def count_problems(by_shard: dict[str, dict[str, int]], removed: dict[tuple, int]) -> list[str]:
+    """Where rows reaching a stage are not the rows it keeps plus the rows it removed.
+
+    `removed`: (shard key, step) -> removed rows. Shared with the release check.
+    """
+    problems = []
+    for key, counts in sorted(by_shard.items()):
+        for stage, after, step in STAGE_FLOW:
+            gone = removed.get((key, step), 0) if step else 0
+            if counts.get(stage) is None or counts.get(after) is None:
+                problems.append(f"shard {key}: no row count of step {stage} or {after}")
+            elif counts[stage] != counts[after] + gone:
+                problems.append(
+                    f"shard {key}: {counts[stage]} rows at {stage}, {counts[after]} at {after}, "
+                    f"but {gone} removed by step {step or '(none)'}"
+                )
+    return problems
+
+
+def removed_by_shard(removed_df: pl.DataFrame) -> dict[tuple, int]:
+    """(source/shard, stage) -> rows removed there."""
+    counts = removed_df.group_by("source", "shard", "stage").len().rows()
+    return {(f"{source}/{shard}", stage): n for source, shard, stage, n in counts}
 
 
 def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
@@ -136,11 +205,14 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
                 "tokens": int(kept["text_token_length"].sum() or 0),
             }
         )
-        counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES}
-        stages[f"{source}/{shard}"] = counts
-        removed.append(removed_rows(root, source, shard))
+        ingest = ingest_record(root, source, shard)
+        counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES[1:]}
+        stages[f"{source}/{shard}"] = {"read": ingest["rows_read"], **counts}
+        removed.append(removed_rows(root, source, shard, ingest))
     removed_df = pl.concat(removed) if removed else pl.DataFrame(schema=REMOVED_COLUMNS)
     removed_df = removed_df.sort("stage", "id")
+    if problems := count_problems(stages, removed_by_shard(removed_df)):
+        raise CliError("row counts do not add up:\n  " + "\n  ".join(problems))
     write_parquet(removed_df, global_path(root, "removed_rows"), sort_by=None)
 
     files.sort(key=lambda f: f["path"])
