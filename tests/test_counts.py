@@ -8,12 +8,13 @@ removed, as the manifest, removed_rows.parquet, the summary and the card report 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import polars as pl
 import pytest
 import yaml
 
-from conftest import make_workdir, run_snakemake
+from conftest import BIN, make_workdir, run_snakemake, workflow_env
 from cosmopedia.dataset import STAGE_FLOW
 
 pytestmark = pytest.mark.e2e
@@ -50,8 +51,9 @@ def test_rows_read_are_released_or_removed_at_every_stage(faulty_run):
     manifest = json.loads((release / "manifest.json").read_text())
     removed = pl.read_parquet(release / "removed_rows.parquet")
     by_step = removed.group_by("stage", "reason").len()
-    assert dict(by_step.select(pl.format("{}/{}", "stage", "reason"), "len").rows()) == (
-        manifest["removed"]
+    assert (
+        dict(by_step.select(pl.format("{}/{}", "stage", "reason"), "len").rows())
+        == (manifest["removed"])
     )
     # The planted problems are there, with what was wrong.
     quarantined = removed.filter(stage="ingest")
@@ -82,9 +84,19 @@ def test_summary_and_card_start_counting_at_the_rows_read(faulty_run):
     root = faulty_run / ROOT
     manifest = json.loads((root / "dataset/manifest.json").read_text())
     read = manifest["stage_rows"]["total"]["read"]
-    summary = (root / "dataset/summary.txt").read_text()
+    summary = (root / "summary.txt").read_text()
     assert f"rows per stage: read {read}, seeds {read - 3}," in summary
     assert "ingest/quarantined 3" in summary
     card = (root / "dataset/README.md").read_text()
     assert f"Rows per step: read {read}, seeds {read - 3}," in card
     assert "- ingest/quarantined: 3" in card
+
+
+def test_the_release_verifies_with_its_removed_rows(faulty_run):
+    proc = subprocess.run(
+        [str(BIN / "cosmopedia"), "verify", "--integrity-only", "--manifest",
+         str(faulty_run / ROOT / "dataset/manifest.json")],
+        capture_output=True, text=True, env=workflow_env(), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "row counts" in proc.stdout

@@ -77,7 +77,10 @@ def test_rerun_of_a_step_removes_what_a_kill_left(demo_run, tmp_path):
         plant(root / "minhash/signatures/web/.web-00000.k1ll3d00.tmp", folder=True),
         plant(root / "seeds/web/.web-00000.parquet.k1ll3d00.tmp"),
         plant(root / "generations/web/.web-00000.checkpoint.jsonl.k1ll3d00.tmp"),
+        plant(root / ".dataset.k1ll3d00.tmp", folder=True),
+        plant(root / ".dataset.k1ll3d00.old", folder=True),
         plant(root / "dataset/.manifest.json.k1ll3d00.tmp"),
+        plant(root / "dataset/data/.stale.parquet"),
     ]
     kept = plant(root / "minhash/signatures/web/.minhash-signature.web-00001.stillrun", folder=True)
     # The dataset step alone (its inputs are unchanged)...

@@ -14,8 +14,8 @@ The step fails if they do not.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import posixpath
 from pathlib import Path
 
 import polars as pl
@@ -25,15 +25,16 @@ from cosmopedia.card import dataset_card
 from cosmopedia.cli import CliError, load_settings, read_plan
 from cosmopedia.io import (
     INGEST_KEY,
+    atomic_dir,
     read_json,
     read_parquet,
     read_parquet_metadata,
     sha256_file,
-    write_json,
     write_parquet,
     write_text,
 )
-from cosmopedia.layout import DATASET_SHARD, global_path, shard_glob, shard_path
+from cosmopedia.layout import DATASET_SHARD, GLOBAL_FILES, global_path, shard_glob, shard_path
+from cosmopedia.release import ROOT_FORMULA, root_sha256, seal
 
 log = logging.getLogger("cosmopedia.dataset")
 
@@ -88,6 +89,11 @@ MANIFEST_GENERATION_KEYS = (
     "finish_reasons",
     "generated_tokens",
 )
+# Files of the release folder, relative to it.
+RELEASE = {
+    name: posixpath.relpath(GLOBAL_FILES[name], GLOBAL_FILES["dataset_dir"])
+    for name in ("card", "removed_rows")
+}
 REMOVED_COLUMNS = {
     "id": pl.String,
     "source": pl.String,
@@ -187,8 +193,9 @@ def removed_by_shard(removed_df: pl.DataFrame) -> dict[tuple, int]:
     return {(f"{source}/{shard}", stage): n for source, shard, stage, n in counts}
 
 
-def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
-    out_dir = global_path(root, "dataset_dir")
+def build_dataset(root: str, plan: list[dict], settings: dict, out_dir: str | Path) -> dict:
+    """Write the data files and removed_rows.parquet into the release folder `out_dir`;
+    the manifest's content so far (release.seal adds the other files and the roots)."""
     files, stages, removed = [], {}, []
     for entry in plan:
         source, shard, family = entry["source"], entry["shard"], entry["family"]
@@ -213,12 +220,9 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
     removed_df = removed_df.sort("stage", "id")
     if problems := count_problems(stages, removed_by_shard(removed_df)):
         raise CliError("row counts do not add up:\n  " + "\n  ".join(problems))
-    write_parquet(removed_df, global_path(root, "removed_rows"), sort_by=None)
+    write_parquet(removed_df, f"{out_dir}/{RELEASE['removed_rows']}", sort_by=None)
 
     files.sort(key=lambda f: f["path"])
-    root_hash = hashlib.sha256(
-        "".join(f"{f['path']}\t{f['sha256']}\n" for f in files).encode()
-    ).hexdigest()
     totals = {s: sum(c[s] for c in stages.values()) for s in COUNTED_STAGES}
     removed_by = {
         f"{stage}/{reason}": n
@@ -241,7 +245,9 @@ def build_dataset(root: str, plan: list[dict], settings: dict) -> dict:
         "config_sha256": settings["config_sha256"],
         "seed_scheme": settings["seed_scheme"],
         "determinism": determinism(generation),
-        "root_sha256": root_hash,
+        # The card shows the data files' root: the full root covers the card itself.
+        "root_formula": ROOT_FORMULA,
+        "data_root_sha256": root_sha256(files),
         "files": files,
         "totals": {
             "rows": sum(f["rows"] for f in files),
@@ -286,6 +292,7 @@ def summary_text(manifest: dict, root: str) -> str:
         "removed: " + (", ".join(f"{k} {v}" for k, v in manifest["removed"].items()) or "none"),
         f"dataset files:  {global_path(root, 'dataset_data')}/",
         f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
+        f"checksums:      {global_path(root, 'checksums')} (sha256sum -c SHA256SUMS)",
         f"removed rows:   {global_path(root, 'removed_rows')}",
         "per-shard reports: "
         + ", ".join(
@@ -304,12 +311,13 @@ def add_arguments(name, parser):
 def main(args) -> int:
     settings = load_settings(args.settings)
     _, plan = read_plan(args.plan, args.root)
-    manifest = build_dataset(args.root, plan, settings)
-    write_json(manifest, global_path(args.root, "manifest"))
-    schema = pl.read_parquet_schema(
-        f"{global_path(args.root, 'dataset_dir')}/{manifest['files'][0]['path']}"
-    )
-    write_text(dataset_card(manifest, schema), global_path(args.root, "card"))
+    # The release folder is written whole and then replaces the previous one: nothing
+    # stale (a dropped shard's file, a killed run's temporary file) is sealed or published.
+    with atomic_dir(global_path(args.root, "dataset_dir")) as release:
+        manifest = build_dataset(args.root, plan, settings, release)
+        schema = pl.read_parquet_schema(release / manifest["files"][0]["path"])
+        write_text(dataset_card(manifest, schema), release / RELEASE["card"])
+        manifest = seal(release, manifest)
     summary = summary_text(manifest, args.root)
     write_text(summary, global_path(args.root, "summary"))
     log.info("\n%s", summary)
