@@ -10,10 +10,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test venv lint clean-results profiles
 
-demo: $(STAMP) profiles
+# Profiles by path (profiles/NAME): always this checkout's, never another checkout's link.
+demo: $(STAMP)
 	snakemake --profile profiles/local
 
-test: $(STAMP) profiles
+test: $(STAMP)
 	pytest $(PYTEST_ARGS)
 
 # The quality gates of tests/test_quality.py (also run by `make test`): ruff check and
@@ -33,14 +34,22 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 # Snakemake resolves `--profile NAME` in ., ~/.config/snakemake and /etc/xdg/snakemake,
-# not in ./profiles: link the project's profiles into ~/.config/snakemake.
+# not in ./profiles. For that bare form, `make profiles` links this checkout's profiles
+# into ~/.config/snakemake: an explicit opt-in, as those links serve every checkout of the
+# user. It never re-points a link to another checkout's profile (FORCE=1 does; a dangling
+# link is replaced) and never replaces what is not a link; it exits 1 if it left one.
 profiles:
 	@mkdir -p $(HOME)/.config/snakemake
-	@for p in profiles/*/; do \
-	  n=$$(basename $$p); t=$(HOME)/.config/snakemake/$$n; \
-	  if [ -L $$t ] || [ ! -e $$t ]; then ln -sfn $(CURDIR)/profiles/$$n $$t; \
-	  else echo "not replacing $$t (not a link)"; fi; \
-	done
+	@status=0; for p in profiles/*/; do \
+	  n=$$(basename $$p); t=$(HOME)/.config/snakemake/$$n; want=$(CURDIR)/profiles/$$n; \
+	  if [ -L $$t ] && [ "$$(readlink -f $$t)" = "$$(readlink -f $$want)" ]; then \
+	    echo "$$t -> $$want (already)"; \
+	  elif [ -L $$t ] && [ -e $$t ] && [ "$(FORCE)" != 1 ]; then \
+	    echo "not re-pointing $$t: it is $$(readlink $$t), another checkout's (FORCE=1 re-points it)"; \
+	    status=1; \
+	  elif [ -L $$t ] || [ ! -e $$t ]; then ln -sfn $$want $$t; echo "$$t -> $$want"; \
+	  else echo "not replacing $$t (not a link)"; status=1; fi; \
+	done; exit $$status
 
 clean-results:
 	rm -rf results .snakemake

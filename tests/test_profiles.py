@@ -3,11 +3,17 @@
 profiles/slurm_test is what tests/test_slurm.py runs on the local cluster; it only proves
 something about profiles/slurm_h100 if both give the same rules the same kinds of
 resources. Fast: no Slurm needed (dry runs use no executor).
+
+Profiles are resolved per checkout: `make demo` and `make test` name them by path and
+leave ~/.config/snakemake alone; `make profiles` (the opt-in for the bare `--profile
+NAME` form) never re-points a link to another checkout's profile unless forced.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -161,3 +167,66 @@ def test_dry_run_places_every_job(name, configfile, profiles, workdir):
         else:
             assert res["slurm_partition"] == cpu_partition, (rule, res)
             assert not GPU_KEYS & set(res), (rule, res)
+
+
+# --- profiles per checkout -----------------------------------------------------------------
+
+
+def make(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HOME=str(home))
+    env.pop("MAKEFLAGS", None)  # under `make test`: no flags of the outer make
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def links(home: Path) -> dict[str, str]:
+    folder = home / ".config" / "snakemake"
+    return {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()}
+
+
+def test_demo_and_test_leave_the_users_profiles_alone(tmp_path):
+    for target in ("demo", "test"):
+        proc = make(tmp_path, "-n", target)
+        assert proc.returncode == 0, proc.stderr
+        assert ".config/snakemake" not in proc.stdout, proc.stdout
+    assert "snakemake --profile profiles/local" in make(tmp_path, "-n", "demo").stdout
+    assert not (tmp_path / ".config").exists()
+
+
+def test_make_profiles_links_this_checkouts_profiles(tmp_path):
+    proc = make(tmp_path, "profiles")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mine = {name: str(REPO / "profiles" / name) for name in ("local", *PROFILES)}
+    assert links(tmp_path) == mine
+    again = make(tmp_path, "profiles")
+    assert again.returncode == 0 and again.stdout.count("(already)") == 3
+    assert links(tmp_path) == mine
+
+
+def test_make_profiles_never_repoints_another_checkouts_link(tmp_path):
+    other = tmp_path / "other-checkout" / "profiles" / "slurm_h100"
+    other.mkdir(parents=True)
+    (tmp_path / ".config" / "snakemake").mkdir(parents=True)
+    link = tmp_path / ".config" / "snakemake" / "slurm_h100"
+    link.symlink_to(other)
+    proc = make(tmp_path, "profiles")
+    assert proc.returncode != 0
+    assert f"not re-pointing {link}: it is {other}" in proc.stdout
+    assert os.readlink(link) == str(other)
+    assert links(tmp_path)["local"] == str(REPO / "profiles" / "local")  # the others linked
+
+    forced = make(tmp_path, "profiles", "FORCE=1")
+    assert forced.returncode == 0, forced.stdout
+    assert os.readlink(link) == str(REPO / "profiles" / "slurm_h100")
+
+
+def test_make_profiles_replaces_a_dangling_link_and_never_a_folder(tmp_path):
+    folder = tmp_path / ".config" / "snakemake"
+    (folder / "local").mkdir(parents=True)
+    (folder / "slurm_test").symlink_to(tmp_path / "deleted-checkout" / "profiles" / "slurm_test")
+    proc = make(tmp_path, "profiles")
+    assert proc.returncode != 0 and f"not replacing {folder / 'local'}" in proc.stdout
+    assert (folder / "local").is_dir() and not (folder / "local").is_symlink()
+    assert os.readlink(folder / "slurm_test") == str(REPO / "profiles" / "slurm_test")

@@ -48,7 +48,8 @@ def test_card_loads_every_config_with_datasets(demo_run, monkeypatch):
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["license"] == "apache-2.0"
     manifest = json.loads((release / "manifest.json").read_text())
-    assert manifest["root_sha256"] in card
+    # The card is covered by root_sha256: it shows the data files' root instead.
+    assert manifest["data_root_sha256"] in card and manifest["root_sha256"] not in card
     for config in metadata["configs"]:
         name = config["config_name"]
         ds = datasets.load_dataset(
@@ -70,7 +71,7 @@ def test_publish_dry_run_lists_the_release_offline(demo_run):
     assert "would upload 10 files" in proc.stderr and "datasets/org/demo" in proc.stderr
     receipt = json.loads((demo_run / "receipt.json").read_text())
     paths = {f["path"] for f in receipt["files"]}
-    assert {"README.md", "manifest.json", "removed_rows.parquet"} <= paths
+    assert {"README.md", "manifest.json", "removed_rows.parquet", "SHA256SUMS"} <= paths
     assert receipt["dry_run"] and receipt["commit"] is None
 
 

@@ -3,7 +3,8 @@
 One dataset config per seed family (its Parquet files under data/<family>/), features
 matching the files, the license from the config, a stats table and the exact way to
 reproduce and verify the release. Built from the manifest alone, so it never disagrees
-with it.
+with it. The card is itself a file of the release, covered by the manifest's root_sha256:
+it shows the data files' root (data_root_sha256) and the config hash, never that root.
 """
 
 from __future__ import annotations
@@ -112,13 +113,19 @@ def dataset_card(manifest: dict, schema: pl.Schema) -> str:
         "",
         "## Reproduce and verify",
         "",
-        f"`manifest.json` lists every file with its sha256, bytes, rows and tokens; its root "
-        f"hash is `{manifest['root_sha256']}`. It also holds the resolved config "
+        "`manifest.json` lists every file of this release with its sha256 and bytes (data "
+        "files also with rows and tokens), the row counts of every step, the resolved config "
         f"(sha256 `{manifest['config_sha256']}`), the project commit, package versions and "
-        "the generation provenance of every shard.",
+        "the generation provenance of every shard. The data files' root hash is "
+        f"`{manifest['data_root_sha256']}`: the sha256 of the lines "
+        "`<sha256> <bytes> <path>` of the data files, sorted by path. The manifest's "
+        "`root_sha256` covers every file, this card too, so it cannot be printed here. "
+        "`SHA256SUMS` lists every file and the manifest.",
         "",
         "```bash",
-        "cosmopedia verify --manifest manifest.json   # rebuild and compare file by file",
+        "sha256sum -c SHA256SUMS                                      # every file",
+        "cosmopedia verify --manifest manifest.json --integrity-only  # files, roots, counts",
+        "cosmopedia verify --manifest manifest.json                   # rebuild and compare",
         "```",
         "",
         "Every step after generation is bitwise reproducible. Generation is reproducible "

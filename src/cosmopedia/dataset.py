@@ -5,12 +5,17 @@ that every stage removed gathered in one table with their reason, a manifest wit
 sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
 plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
 give the same bytes.
+
+Counts add up: the rows read from a seed file are the released rows plus the removed
+rows, and at every stage the rows that reach it are the rows it keeps plus the rows it
+removes (seed rows set aside by `on_bad_rows: quarantine` are removed at stage `ingest`).
+The step fails if they do not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import posixpath
 from pathlib import Path
 
 import polars as pl
@@ -18,16 +23,26 @@ import polars as pl
 from cosmopedia import __version__
 from cosmopedia import settings as step_settings
 from cosmopedia.card import dataset_card
+from cosmopedia.errors import CliError
 from cosmopedia.hashing import sha256_file
 from cosmopedia.io import (
+    INGEST_KEY,
+    atomic_dir,
     read_json,
     read_parquet,
-    write_json,
+    read_parquet_metadata,
     write_parquet,
     write_text,
 )
-from cosmopedia.layout import DATASET_SHARD, global_path, shard_glob, shard_path
+from cosmopedia.layout import DATASET_SHARD, GLOBAL_FILES, global_path, shard_glob, shard_path
 from cosmopedia.plan import read_plan
+from cosmopedia.release import (
+    ROOT_FORMULA,
+    count_problems,
+    removed_by_shard,
+    root_sha256,
+    seal,
+)
 
 log = logging.getLogger("cosmopedia.dataset")
 
@@ -55,7 +70,8 @@ KEY_PACKAGES = (
     "zstandard",
     "spacy",
 )
-COUNTED_STAGES = ["seeds", "prompts", "generations", "clean", "dedup", "decontam"]
+# Rows per stage of every shard; "read": the rows read from the seed file by ingest.
+COUNTED_STAGES = ["read", "seeds", "prompts", "generations", "clean", "dedup", "decontam"]
 # Generation provenance that describes the data. Host, devices, timings, retries and rows
 # reused from a checkpoint describe one run: they stay in the shard's provenance file, so
 # a resumed, retried or Slurm run gives the same manifest as an uninterrupted local one.
@@ -72,9 +88,15 @@ MANIFEST_GENERATION_KEYS = (
     "finish_reasons",
     "generated_tokens",
 )
+# Files of the release folder, relative to it.
+RELEASE = {
+    name: posixpath.relpath(GLOBAL_FILES[name], GLOBAL_FILES["dataset_dir"])
+    for name in ("card", "removed_rows")
+}
 REMOVED_COLUMNS = {
     "id": pl.String,
     "source": pl.String,
+    "shard": pl.String,
     "stage": pl.String,
     "reason": pl.String,
     "detail": pl.String,
@@ -85,13 +107,38 @@ def parquet_rows(path: str) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
-def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
+def ingest_record(root: str, source: str, shard: str) -> dict:
+    """What ingest recorded in the seed shard: rows read and kept, bad rows set aside."""
+    path = shard_path(root, "seeds", source, shard)
+    record = read_parquet_metadata(path).get(INGEST_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise CliError(f"{path}: no ingest record in its metadata (rerun its ingest job)")
+    return record
+
+
+def removed_rows(root: str, source: str, shard: str, ingest: dict) -> pl.DataFrame:
     """Every row a stage removed from this shard, with the stage and the reason."""
     clean = read_parquet(shard_path(root, "clean_dropped", source, shard))
     dedup = read_parquet(shard_path(root, "dedup_removed", source, shard))
     report = read_parquet(shard_path(root, "decontam_report", source, shard))
-    decontam = report.filter(pl.col("removed"))
+    # One report row per candidate match: a removed row once, by its best match.
+    decontam = report.filter(pl.col("removed") & pl.col("best"))
+    # A quarantined row may have no usable id: it gets the one its position would give.
+    quarantined = pl.DataFrame(
+        {
+            "id": [f"{source}/{shard}/{bad['row']:07d}" for bad in ingest["rows"]],
+            "detail": [bad["error"] for bad in ingest["rows"]],
+        },
+        schema={"id": pl.String, "detail": pl.String},
+    )
     frames = [
+        quarantined.select(
+            "id",
+            pl.lit(source).alias("source"),
+            pl.lit("ingest").alias("stage"),
+            pl.lit("quarantined").alias("reason"),
+            "detail",
+        ),
         clean.select(
             "id",
             "source",
@@ -116,11 +163,15 @@ def removed_rows(root: str, source: str, shard: str) -> pl.DataFrame:
             ),
         ),
     ]
+    frames = [f.with_columns(pl.lit(shard).alias("shard")).select(*REMOVED_COLUMNS) for f in frames]
     return pl.concat([f.cast(REMOVED_COLUMNS) for f in frames])
 
 
-def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) -> dict:
-    out_dir = global_path(root, "dataset_dir")
+def build_dataset(
+    root: str, plan: list[dict], settings: step_settings.Dataset, out_dir: str | Path
+) -> dict:
+    """Write the data files and removed_rows.parquet into the release folder `out_dir`;
+    the manifest's content so far (release.seal adds the other files and the roots)."""
     files, stages, removed = [], {}, []
     for entry in plan:
         source, shard, family = entry["source"], entry["shard"], entry["family"]
@@ -137,17 +188,17 @@ def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) 
                 "tokens": int(kept["text_token_length"].sum() or 0),
             }
         )
-        counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES}
-        stages[f"{source}/{shard}"] = counts
-        removed.append(removed_rows(root, source, shard))
+        ingest = ingest_record(root, source, shard)
+        counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES[1:]}
+        stages[f"{source}/{shard}"] = {"read": ingest["rows_read"], **counts}
+        removed.append(removed_rows(root, source, shard, ingest))
     removed_df = pl.concat(removed) if removed else pl.DataFrame(schema=REMOVED_COLUMNS)
     removed_df = removed_df.sort("stage", "id")
-    write_parquet(removed_df, global_path(root, "removed_rows"), sort_by=None)
+    if problems := count_problems(stages, removed_by_shard(removed_df)):
+        raise CliError("row counts do not add up:\n  " + "\n  ".join(problems))
+    write_parquet(removed_df, f"{out_dir}/{RELEASE['removed_rows']}", sort_by=None)
 
     files.sort(key=lambda f: f["path"])
-    root_hash = hashlib.sha256(
-        "".join(f"{f['path']}\t{f['sha256']}\n" for f in files).encode()
-    ).hexdigest()
     totals = {s: sum(c[s] for c in stages.values()) for s in COUNTED_STAGES}
     removed_by = {
         f"{stage}/{reason}": n
@@ -170,7 +221,9 @@ def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) 
         "config_sha256": settings.config_sha256,
         "seed_scheme": settings.seed_scheme,
         "determinism": determinism(generation),
-        "root_sha256": root_hash,
+        # The card shows the data files' root: the full root covers the card itself.
+        "root_formula": ROOT_FORMULA,
+        "data_root_sha256": root_sha256(files),
         "files": files,
         "totals": {
             "rows": sum(f["rows"] for f in files),
@@ -215,6 +268,7 @@ def summary_text(manifest: dict, root: str) -> str:
         "removed: " + (", ".join(f"{k} {v}" for k, v in manifest["removed"].items()) or "none"),
         f"dataset files:  {global_path(root, 'dataset_data')}/",
         f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
+        f"checksums:      {global_path(root, 'checksums')} (sha256sum -c SHA256SUMS)",
         f"removed rows:   {global_path(root, 'removed_rows')}",
         "per-shard reports: "
         + ", ".join(
@@ -233,12 +287,13 @@ def add_arguments(name, parser):
 def main(args) -> int:
     settings = step_settings.load(step_settings.Dataset, args.settings)
     _, plan = read_plan(args.plan, args.root)
-    manifest = build_dataset(args.root, plan, settings)
-    write_json(manifest, global_path(args.root, "manifest"))
-    schema = pl.read_parquet_schema(
-        f"{global_path(args.root, 'dataset_dir')}/{manifest['files'][0]['path']}"
-    )
-    write_text(dataset_card(manifest, schema), global_path(args.root, "card"))
+    # The release folder is written whole and then replaces the previous one: nothing
+    # stale (a dropped shard's file, a killed run's temporary file) is sealed or published.
+    with atomic_dir(global_path(args.root, "dataset_dir")) as release:
+        manifest = build_dataset(args.root, plan, settings, release)
+        schema = pl.read_parquet_schema(release / manifest["files"][0]["path"])
+        write_text(dataset_card(manifest, schema), release / RELEASE["card"])
+        manifest = seal(release, manifest)
     summary = summary_text(manifest, args.root)
     write_text(summary, global_path(args.root, "summary"))
     log.info("\n%s", summary)

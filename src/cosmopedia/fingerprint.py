@@ -41,7 +41,9 @@ class FingerprintCache:
 
     def save(self) -> None:
         if self.changed:
-            write_json(self.entries, self.path)
+            # Every Snakemake process (each Slurm job too) plans and may save at once:
+            # never remove another process's temporary file.
+            write_json(self.entries, self.path, leftovers=False)
             self.changed = False
 
 

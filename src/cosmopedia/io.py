@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,9 +37,41 @@ def current_umask() -> int:
     return 0o022
 
 
+# The random part of tempfile's names (mkstemp, mkdtemp, TemporaryDirectory).
+TEMP_RANDOM = r"[a-z0-9_]{8}"
+
+
+def remove_leftovers(parent: str | os.PathLike, prefix: str, suffix: str = "") -> list[str]:
+    """Remove `<prefix><random><suffix>` entries of `parent`: temporary files or folders of
+    this one output that a killed earlier run left behind (a kill skips `finally`).
+
+    Called after the output was written, so only ever by the job that owns the output;
+    the exact pattern never matches another output's temporary names.
+    """
+    pattern = re.compile(re.escape(prefix) + TEMP_RANDOM + re.escape(suffix))
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, leftovers: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    Then temporary files of `path` left by a killed earlier write are removed, unless
+    `leftovers` is False (files that several processes may write at once).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,11 +84,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+    if leftovers:
+        remove_leftovers(path.parent, f".{path.name}.", ".tmp")
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temp dir beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield an empty temp dir beside `path`; it replaces `path` only if the block succeeds.
+
+    Then temporary folders of `path` left by a killed earlier run are removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -71,6 +109,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    for suffix in (".tmp", ".old"):
+        remove_leftovers(path.parent, f".{path.name}.", suffix)
 
 
 # Key-value metadata of the workflow's Parquet files: cosmopedia.<name> -> JSON. A shard's
@@ -121,14 +161,15 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict[str, object]:
     }
 
 
-def write_text(text: str, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
+def write_text(text: str, path: str | os.PathLike, leftovers: bool = True) -> None:
+    with atomic_path(path, leftovers=leftovers) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(obj, path: str | os.PathLike) -> None:
+def write_json(obj, path: str | os.PathLike, leftovers: bool = True) -> None:
     """Write JSON with sorted keys and a trailing newline, atomically (stable bytes)."""
-    write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", path)
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_text(text, path, leftovers=leftovers)
 
 
 def read_json(path: str | os.PathLike):

@@ -71,7 +71,9 @@ GLOBAL_FILES = {
     "manifest": "dataset/manifest.json",
     "card": "dataset/README.md",
     "removed_rows": "dataset/removed_rows.parquet",
-    "summary": "dataset/summary.txt",
+    "checksums": "dataset/SHA256SUMS",
+    # The run's summary names local paths: beside the release, not in it.
+    "summary": "summary.txt",
     "publish_receipt": "publish/receipt.json",
     # One log per job: logs/<rule>/<source>/<shard>.log, or logs/<rule>.log.
     "logs": "logs",

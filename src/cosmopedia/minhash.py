@@ -62,6 +62,7 @@ from cosmopedia.io import (
     atomic_dir,
     read_json,
     read_parquet,
+    remove_leftovers,
     require_columns,
     write_json,
     write_parquet,
@@ -343,11 +344,19 @@ def load_signature_streams(signatures: dict[str, str], expected: dict) -> dict[s
 
 @contextlib.contextmanager
 def scratch_dir(beside: str | os.PathLike, step: str) -> Iterator[Path]:
-    """datatrove's working folder, on the output's filesystem so results move by rename."""
-    parent = Path(beside).parent
+    """datatrove's working folder, on the output's filesystem so results move by rename.
+
+    Named after the step and the output (.<step>.<output name>.<random>): shards of one
+    source share the parent folder, and after a success this job removes only the scratch
+    folders its own output's killed earlier runs left there.
+    """
+    beside = Path(beside)
+    parent = beside.parent
     parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{step}.", dir=parent) as tmp:
+    prefix = f".{step}.{beside.name}."
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
         yield Path(tmp)
+    remove_leftovers(parent, prefix)
 
 
 def _link(target: str | os.PathLike, link: Path) -> None:

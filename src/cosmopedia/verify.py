@@ -1,6 +1,10 @@
 """Verify a dataset version: rebuild it from its manifest and compare, file by file.
 
-1. Integrity: the files beside the manifest (if any) against their recorded sha256.
+1. Integrity: the release beside the manifest, by the check publish also runs
+   (cosmopedia.release.check_release: every file, the roots, SHA256SUMS, the counts); a
+   manifest from the Hub is checked on its own (its fields, roots and totals). A manifest
+   whose fields are unsound is never rebuilt from: every name that becomes a path is
+   checked first, so nothing is written outside the working directory.
 2. Rebuild: the manifest's resolved config (or a config file to check against it) runs the
    workflow in a fresh working directory. Generations are reused from a cache (a previous
    results folder) for every shard whose generation provenance matches the manifest, so
@@ -21,13 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from cosmopedia import redact, settings, yamlfile
+from cosmopedia import redact, release, settings, yamlfile
 from cosmopedia.dataset import MANIFEST_GENERATION_KEYS
 from cosmopedia.errors import CliError
 from cosmopedia.io import read_json
 from cosmopedia.layout import global_path, shard_path
 from cosmopedia.plan import results_root
-from cosmopedia.release import integrity_problems
 
 log = logging.getLogger("cosmopedia.verify")
 
@@ -55,17 +58,20 @@ def config_differences(expected: dict, actual: dict) -> list[str]:
 
 def manifest_differences(expected: dict, actual: dict) -> list[str]:
     problems = config_differences(expected["config"], actual["config"])
-    want = {f["path"]: f for f in expected["files"]}
-    got = {f["path"]: f for f in actual["files"]}
+    want = {f["path"]: f for f in expected["files"] + expected["other_files"]}
+    got = {f["path"]: f for f in actual["files"] + actual["other_files"]}
     for path in sorted(set(want) | set(got)):
         if path not in got:
             problems.append(f"{path}: in the manifest, not rebuilt")
         elif path not in want:
             problems.append(f"{path}: rebuilt, not in the manifest")
         elif want[path]["sha256"] != got[path]["sha256"]:
-            problems.append(
-                f"{path}: sha256 differs (rows {want[path]['rows']} -> {got[path]['rows']})"
+            rows = (
+                f" (rows {want[path]['rows']} -> {got[path]['rows']})"
+                if "rows" in want[path]
+                else ""
             )
+            problems.append(f"{path}: sha256 differs{rows}")
     want_rows, got_rows = expected["stage_rows"]["by_shard"], actual["stage_rows"]["by_shard"]
     for shard in sorted(set(want_rows) | set(got_rows)):
         for stage in want_rows.get(shard, got_rows.get(shard, {})):
@@ -78,20 +84,27 @@ def manifest_differences(expected: dict, actual: dict) -> list[str]:
     return problems
 
 
-def load_manifest(ref: str) -> tuple[dict, Path | None]:
-    """A manifest by path, or `hf://datasets/<repo>[@revision]` from the Hub."""
+def check_manifest(ref: str) -> tuple[release.Integrity, str]:
+    """Integrity of a release by its manifest path (or its folder), or of a manifest from
+    the Hub (`hf://datasets/<repo>[@revision]`, on its own); and what was checked."""
     if ref.startswith("hf://datasets/"):
         from huggingface_hub import hf_hub_download
 
         repo, _, revision = ref.removeprefix("hf://datasets/").partition("@")
         path = hf_hub_download(
-            repo, "manifest.json", repo_type="dataset", revision=revision or None
+            repo, release.MANIFEST, repo_type="dataset", revision=revision or None
         )
-        return read_json(path), None
+        manifest, problem = release.load_manifest_bytes(Path(path).read_bytes())
+        problems = [problem] if problem else release.manifest_problems(manifest)
+        result = release.Integrity(problems, manifest=manifest, usable=not problems)
+        return result, "the manifest's fields, roots and totals (no release files downloaded)"
     path = Path(ref)
-    if not path.is_file():
-        raise CliError(f"no manifest at {ref}")
-    return read_json(path), path.parent
+    if path.is_dir():
+        path = path / release.MANIFEST
+    if path.name != release.MANIFEST:
+        raise CliError(f"{ref}: a release's manifest is <release folder>/{release.MANIFEST}")
+    result = release.check_release(path.parent)
+    return result, result.checked(path.parent)
 
 
 def resolve_config(config_file: str) -> dict:
@@ -112,6 +125,9 @@ def reuse_generations(manifest: dict, cache_root: Path, root: str, workdir: Path
     """Copy cached generations whose provenance matches the manifest; the shard keys reused."""
     reused = []
     for key, expected in sorted(manifest["generation"].items()):
+        # Checked with the manifest already; a name must never lead out of the workdir.
+        if not release.SHARD_KEY.fullmatch(key):
+            raise CliError(f"manifest generation key {key!r} is not <source>/<shard>")
         source, shard = key.split("/", 1)
         prov_path = cache_root / shard_path(".", "generation_provenance", source, shard)
         data_path = cache_root / shard_path(".", "generations", source, shard)
@@ -150,13 +166,25 @@ def snakemake(workdir: Path, snakefile: Path, cores: int, *extra: str) -> None:
         raise CliError(f"rebuild failed in {workdir}:\n{proc.stderr[-4000:]}")
 
 
-def verify(args) -> list[str]:
-    manifest, release_dir = load_manifest(args.manifest)
-    problems = integrity_problems(release_dir, manifest) if release_dir else []
+def verify(args) -> tuple[list[str], str]:
+    """Every difference found, and what was checked."""
+    integrity, checked = check_manifest(args.manifest)
+    problems = integrity.problems
     if args.integrity_only:
-        return problems
+        return problems, f"{checked}; nothing rebuilt (--integrity-only)"
+    if not integrity.usable:
+        return problems, f"{checked}; not rebuilt: the manifest's fields are unsound"
+    manifest = integrity.manifest
 
-    config = resolve_config(args.configfile) if args.configfile else manifest["config"]
+    if args.configfile:
+        config = resolve_config(args.configfile)
+    else:
+        config = manifest["config"]
+        try:  # the config is what the rebuild runs: the schema's checks apply to it too
+            settings.validate_config(config)
+        except CliError as exc:
+            message = str(exc).strip().splitlines()[0]
+            return [*problems, f"manifest.json: config: {message}"], f"{checked}; not rebuilt"
     project_dir = Path(args.project_dir).resolve()
     root = results_root(config)
     cache_root = Path(args.cache) if args.cache else project_dir / root
@@ -172,7 +200,7 @@ def verify(args) -> list[str]:
     )
     snakemake(workdir, snakefile, args.cores)
     rebuilt = read_json(workdir / global_path(root, "manifest"))
-    return problems + manifest_differences(manifest, rebuilt)
+    return problems + manifest_differences(manifest, rebuilt), f"{checked}; rebuilt in {workdir}"
 
 
 def add_arguments(name, parser):
@@ -185,7 +213,7 @@ def add_arguments(name, parser):
     parser.add_argument("--workdir", help="rebuild here (default: a new temporary folder)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
-        "--snakefile", help="the workflow (default: PROJECT_DIR/workflow/Snakefile)"
+        "--snakefile", help="default: PROJECT_DIR/workflow/Snakefile, else this checkout's"
     )
     parser.add_argument(
         "--integrity-only", action="store_true", help="only check the files beside the manifest"
@@ -193,11 +221,14 @@ def add_arguments(name, parser):
 
 
 def main(args) -> int:
-    problems = verify(args)
+    problems, checked = verify(args)
     for problem in problems:
         print(f"MISMATCH {problem}")
     if problems:
-        print(f"verify: {len(problems)} difference(s)")
+        print(f"verify: {len(problems)} difference(s); checked: {checked}")
         return 1
-    print("verify: OK, the rebuild matches the manifest")
+    if args.integrity_only:
+        print(f"verify: OK, {checked}")
+    else:
+        print(f"verify: OK, {checked}, and the rebuild matches the manifest")
     return 0

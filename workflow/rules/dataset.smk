@@ -5,13 +5,16 @@
 # not: the step that reads it fails naming it (remove the folder to have it rebuilt).
 # Listing every stage's 3,000 files here made planning at Cosmopedia scale markedly
 # slower for no extra guarantee (bench/dag.py).
+# The step writes the whole release folder (dataset/) and seals it: every file in it is
+# in the manifest. Its data/ folder is therefore not a directory() output, whose
+# .snakemake_timestamp marker Snakemake would add to the release after sealing.
 rule dataset:
     input:
         plan=rules.shard_plan.output.plan,
         decontam=all_shards("decontam"),
     output:
-        data=directory(layout.global_path(ROOT, "dataset_data")),
         manifest=layout.global_path(ROOT, "manifest"),
+        checksums=layout.global_path(ROOT, "checksums"),
         card=layout.global_path(ROOT, "card"),
         removed=layout.global_path(ROOT, "removed_rows"),
         summary=layout.global_path(ROOT, "summary"),
