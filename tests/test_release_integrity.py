@@ -430,3 +430,25 @@ def test_publish_uploads_nothing_from_a_tampered_release(case, hub):
     with pytest.raises(CliError, match="data/.snakemake_timestamp: not in the manifest"):
         release.main(publish_args(case, dry_run=False))
     assert hub == []
+
+
+def test_full_verify_refuses_to_run_commands_a_manifest_names(case, demo_run):
+    """A sound manifest whose config makes the rebuild run a program of its choosing (the
+    engine program, here) is not rebuilt unless the user says they trust it."""
+    from cosmopedia.settings import canonical_json
+
+    manifest = load(case)
+    marker = case.parent / "outside" / "ran"
+    server = manifest["config"]["generation"]["server"]
+    server["program"] = ["sh", "-c", f"touch {marker}"]
+    manifest["config_sha256"] = sha256(canonical_json(manifest["config"]).encode())
+    save(case, manifest, resum=True)
+    work = case.parent / "work" / "rebuild"
+    proc = cosmopedia(
+        "verify", "--manifest", str(case / "manifest.json"), "--workdir", str(work),
+        "--project-dir", str(demo_run), cwd=case.parent / "work",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the rebuild would run commands it names (generation.server.program)" in proc.stdout
+    assert "--trust-manifest" in proc.stdout
+    assert not work.exists() and not marker.exists()

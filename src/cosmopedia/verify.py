@@ -185,6 +185,13 @@ def verify(args) -> tuple[list[str], str]:
         except CliError as exc:
             message = str(exc).strip().splitlines()[0]
             return [*problems, f"manifest.json: config: {message}"], f"{checked}; not rebuilt"
+        if (commands := command_settings(config)) and not args.trust_manifest:
+            problem = (
+                f"manifest.json: config: the rebuild would run commands it names "
+                f"({', '.join(commands)}); review them and pass --trust-manifest, or give "
+                "your own --configfile"
+            )
+            return [*problems, problem], f"{checked}; not rebuilt"
     project_dir = Path(args.project_dir).resolve()
     root = results_root(config)
     cache_root = Path(args.cache) if args.cache else project_dir / root
@@ -203,6 +210,17 @@ def verify(args) -> tuple[list[str], str]:
     return problems + manifest_differences(manifest, rebuilt), f"{checked}; rebuilt in {workdir}"
 
 
+def command_settings(config: dict) -> list[str]:
+    """The generation keys of a config that choose programs or their arguments: a
+    manifest from someone else must not run commands of its choosing on this machine."""
+    server = config.get("generation", {}).get("server", {})
+    found = [f"generation.server.{key}" for key in ("program", "image", "env") if server.get(key)]
+    found += [f"generation.server.{k}" for k in ("launcher_args", "extra_args") if server.get(k)]
+    if server.get("launcher", "native") != "native":
+        found.append("generation.server.launcher")
+    return found
+
+
 def add_arguments(name, parser):
     parser.add_argument(
         "--manifest", required=True, help="manifest.json path or hf://datasets/REPO[@REV]"
@@ -211,6 +229,11 @@ def add_arguments(name, parser):
     parser.add_argument("--project-dir", default=".", help="where seeds/templates/benchmarks live")
     parser.add_argument("--cache", help="results folder whose generations may be reused")
     parser.add_argument("--workdir", help="rebuild here (default: a new temporary folder)")
+    parser.add_argument(
+        "--trust-manifest",
+        action="store_true",
+        help="rebuild even if the manifest's config names programs or their arguments",
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
         "--snakefile", help="default: PROJECT_DIR/workflow/Snakefile, else this checkout's"
