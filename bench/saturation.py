@@ -16,7 +16,8 @@ twice, each time to a fresh server:
   waits for its slowest request before the next one starts.
 
 Saturation = time-averaged sequences generating / C over the busy period (first sequence
-to last answer), from the dummy's /stats integral. Prints both and the ratio, plus the
+to last answer), from the integral of bench/saturation_meter.py (the dummy engine with a
+meter on its batch). Prints both and the ratio, plus the
 steady state (until the batch was last full) and the drain after it. With `--admission`
 equal to `--capacity` (no queue) every client turnaround leaves a slot idle, which on a
 loaded machine costs a few percent.
@@ -41,6 +42,8 @@ from huggingface_hub import AsyncInferenceClient
 from cosmopedia import generate
 from cosmopedia.engines.sidecar import Sidecar
 from cosmopedia.seeding import derive_seed
+
+METER = Path(__file__).resolve().parent / "saturation_meter.py"
 
 DATASET_VERSION = "bench/v0"
 WORDS = [
@@ -100,8 +103,12 @@ def write_prompts(path: Path, rows: int) -> pl.DataFrame:
 
 
 def stats(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:
-        return json.loads(response.read())
+    """The engine's request counters (/stats) and its batch's integral (/saturation)."""
+    out = {}
+    for route in ("stats", "saturation"):
+        with urllib.request.urlopen(f"{url}/{route}", timeout=10) as response:
+            out |= json.loads(response.read())
+    return out
 
 
 def saturation(s: dict) -> tuple[float, float, float]:
@@ -117,7 +124,7 @@ def saturation(s: dict) -> tuple[float, float, float]:
 
 
 def dummy(capacity: int, admission: int, latency: float, log_path: Path) -> Sidecar:
-    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command = [sys.executable, str(METER), "--host", "{host}"]
     command += ["--port", "{port}", "--max-concurrent", str(admission)]
     command += ["--max-batch", str(capacity), "--latency-per-token", str(latency)]
     return Sidecar(command, log_path, startup_timeout_s=60, smoke=None)

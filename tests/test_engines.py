@@ -1,5 +1,5 @@
 """Engines behind one interface: the TGI, vLLM and SGLang launch templates run with the
-dummy as their program (`cosmopedia.engines.mimic`), several instances per job with the
+dummy as their program (`tests/mimic.py`), several instances per job with the
 least-loaded spreading, the OpenAI-compatible routes, chat templates, image digests and
 redaction. Real subprocesses and real HTTP on 127.0.0.1."""
 
@@ -11,14 +11,15 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from cosmopedia import cli, generate
 from cosmopedia.engines import launch
-from cosmopedia.engines.dummy import CHAT_TEMPLATE, apply_chat_template, generate_text
 from cosmopedia.errors import CliError
+from cosmopedia.generation.dummy.text import CHAT_TEMPLATE, apply_chat_template, generate_text
 from cosmopedia.seeding import derive_seed
 from test_generate import (
     SETTINGS,
@@ -30,7 +31,8 @@ from test_generate import (
     write_prompts,
 )
 
-MIMIC = [sys.executable, "-m", "cosmopedia.engines.mimic"]
+MIMIC_PY = str(Path(__file__).resolve().parent / "mimic.py")
+MIMIC = [sys.executable, MIMIC_PY]
 LATENCY = ["--dummy-latency-per-token", "0.0002"]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -83,8 +85,8 @@ def test_tgi_template_two_instances_on_their_own_gpus(prompts, tmp_path, monkeyp
     assert (engine["kind"], engine["api"], engine["route"]) == ("tgi", "tgi", "/generate")
     assert engine["info"]["mimic"] == "tgi" and engine["image"] is None
     command = engine["command"]
-    assert command[:4] == ["python", "-m", "cosmopedia.engines.mimic", "tgi"]
-    assert command[4:] == [*launch.ARGUMENTS["tgi"], *LATENCY]
+    assert command[:3] == ["python", MIMIC_PY, "tgi"]
+    assert command[3:] == [*launch.ARGUMENTS["tgi"], *LATENCY]
     assert command[command.index("--usage-stats") :][:2] == ["--usage-stats", "off"]
 
     instances = prov["instances"]

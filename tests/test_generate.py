@@ -17,9 +17,9 @@ import polars as pl
 import pytest
 
 from cosmopedia import cli, generate
-from cosmopedia.engines.dummy import generate_text
 from cosmopedia.engines.sidecar import Sidecar
 from cosmopedia.errors import CliError
+from cosmopedia.generation.dummy.text import generate_text
 from cosmopedia.seeding import derive_seed
 
 WORDS = [
