@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmopedia.engines.sidecar import Sidecar, http_json
+from cosmopedia.generation.probes import http_json
+from cosmopedia.generation.sidecar import Sidecar
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cosmopedia.engines.sidecar import Sidecar
 from cosmopedia.generation.dummy.faults import Faults
 from cosmopedia.generation.dummy.text import (
     CHAT_TEMPLATE,
@@ -21,6 +20,7 @@ from cosmopedia.generation.dummy.text import (
     extract_content,
     generate_text,
 )
+from cosmopedia.generation.sidecar import Sidecar
 
 # The clean step's opener pattern.
 OPENER_RE = re.compile(r"^(Hello|Hi|Welcome|Greetings)\b[^.!?\n]*[.!?]\s*")

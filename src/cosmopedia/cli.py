@@ -20,7 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "Run the dummy engine (TGI and OpenAI-compatible protocols)",
     ),
-    "generate": ("cosmopedia.generate", "main", "Prompts shard -> generations (engine sidecar)"),
+    "generate": (
+        "cosmopedia.generation.runner",
+        "main",
+        "Prompts shard -> generations (engine sidecar)",
+    ),
     "clean": ("cosmopedia.clean", "main", "Generations -> cleaned rows + dropped rows"),
     "minhash-signature": ("cosmopedia.minhash", "signature_main", "MinHash signatures of a shard"),
     "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of one bucket"),
