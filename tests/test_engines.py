@@ -15,8 +15,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
-from cosmopedia import cli, redact
+from conftest import make_workdir, run_snakemake
+from cosmopedia import cli, plan, redact
 from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines
@@ -336,3 +338,19 @@ def test_gpus_a_job_needs():
     assert engines.gpus(job(settings(instances=2))) == 0  # the dummy
     endpoint = settings(engine="endpoint", endpoint_url="http://127.0.0.1:1")
     assert engines.gpus(job(endpoint)) == 0
+
+
+def test_a_bad_engine_config_fails_planning(tmp_path):
+    """The engine's checks run at planning: `snakemake -n` fails before any job."""
+    workdir = make_workdir(tmp_path / "w")
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["generation"] |= {"engine": "vllm", "server": {"launcher": "apptainer"}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(CliError, match="needs server.image"):
+        plan.generate_job(step_settings.validate_config(config))
+    proc = run_snakemake(workdir, "-n", check=False, timeout=120)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "config: generation.server.launcher apptainer needs server.image" in output
+    assert not (workdir / "results").exists()
