@@ -8,7 +8,7 @@ A), a time per generated token, Cosmopedia's output lengths (log-normal around 5
 a long tail cut at max_new_tokens=2500, 8% short texts). It sends the engine one shard
 twice, each time to a fresh server:
 
-* this client: `cosmopedia generate` (`generate.run`, engine `endpoint`): one stream with
+* this client: `cosmopedia generate` (`generation.runner.run`, engine `endpoint`): one stream with
   min(concurrency, /info max_concurrent_requests) = A requests in flight, the next row
   sent as soon as one finishes;
 * the seed's pattern (Cosmopedia's generation script over llm-swarm): the prompts in
@@ -16,7 +16,8 @@ twice, each time to a fresh server:
   waits for its slowest request before the next one starts.
 
 Saturation = time-averaged sequences generating / C over the busy period (first sequence
-to last answer), from the dummy's /stats integral. Prints both and the ratio, plus the
+to last answer), from the integral of bench/saturation_meter.py (the dummy engine with a
+meter on its batch). Prints both and the ratio, plus the
 steady state (until the batch was last full) and the drain after it. With `--admission`
 equal to `--capacity` (no queue) every client turnaround leaves a slot idle, which on a
 loaded machine costs a few percent.
@@ -38,9 +39,12 @@ from pathlib import Path
 import polars as pl
 from huggingface_hub import AsyncInferenceClient
 
-from cosmopedia import generate
-from cosmopedia.engines.sidecar import Sidecar
+from cosmopedia import settings
+from cosmopedia.generation import routes, runner
+from cosmopedia.generation.sidecar import Sidecar
 from cosmopedia.seeding import derive_seed
+
+METER = Path(__file__).resolve().parent / "saturation_meter.py"
 
 DATASET_VERSION = "bench/v0"
 WORDS = [
@@ -100,8 +104,12 @@ def write_prompts(path: Path, rows: int) -> pl.DataFrame:
 
 
 def stats(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:
-        return json.loads(response.read())
+    """The engine's request counters (/stats) and its batch's integral (/saturation)."""
+    out = {}
+    for route in ("stats", "saturation"):
+        with urllib.request.urlopen(f"{url}/{route}", timeout=10) as response:
+            out |= json.loads(response.read())
+    return out
 
 
 def saturation(s: dict) -> tuple[float, float, float]:
@@ -117,67 +125,30 @@ def saturation(s: dict) -> tuple[float, float, float]:
 
 
 def dummy(capacity: int, admission: int, latency: float, log_path: Path) -> Sidecar:
-    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command = [sys.executable, str(METER), "--host", "{host}"]
     command += ["--port", "{port}", "--max-concurrent", str(admission)]
     command += ["--max-batch", str(capacity), "--latency-per-token", str(latency)]
     return Sidecar(command, log_path, startup_timeout_s=60, smoke=None)
 
 
 def this_client(url: str, prompts: Path, work: Path, admission: int) -> None:
-    settings = {
-        "dataset_version": DATASET_VERSION,
+    generation = {
         "engine": "endpoint",
-        "api": None,
         "endpoint_url": url,
-        "model": "cosmopedia/dummy",
-        "revision": "0",
-        "chat_template": None,
-        "instances": 1,
-        "gpus_per_instance": 1,
         "concurrency": 8 * admission,  # more than the engine admits: /info caps it
-        "request_timeout_s": 900,
-        "max_retries": 6,
-        "backoff_base_s": 0.5,
-        "backoff_max_s": 30,
-        "startup_timeout_s": 60,
-        "checkpoint_every": 64,
-        "server": {
-            "max_concurrent_requests": admission,
-            "max_input_tokens": 4096,
-            "max_total_tokens": 8192,
-            "launcher": "native",
-            "image": None,
-            "image_digest": None,
-            "mounts": [],
-            "launcher_args": [],
-            "program": None,
-            "extra_args": [],
-            "env": {},
-            "fatal_log_patterns": None,
-            "stop_grace_s": 10,
-        },
+        "server": {"max_concurrent_requests": admission},
         "sampling": SAMPLING,
-        "dummy": {
-            "latency_per_token_s": 0.0,
-            "max_concurrent": admission,
-            "max_batch": None,
-            "faults": {
-                "seed": 0,
-                "rate_429": 0.0,
-                "rate_503": 0.0,
-                "rate_reset": 0.0,
-                "rate_hang": 0.0,
-                "crash_after": 0,
-            },
-        },
-    }
-    prov = generate.run(
+    }  # the other settings: the schema's defaults
+    job = settings.Generate(
+        DATASET_VERSION, settings.from_dict(settings.Generation, generation, "generation")
+    )
+    prov = runner.run(
         str(prompts),
         str(work / "ours.parquet"),
         str(work / "ours.provenance.json"),
         str(work / "ours.checkpoint.jsonl"),
         str(work / "ours.engine.log"),
-        settings,
+        job,
     )
     # Texts cut at max_new_tokens count as failed in the report; requests must not fail.
     assert set(prov["failures_by_cause"]) <= {"length"}, prov["failures_by_cause"]
@@ -224,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     admission = args.admission or 2 * args.capacity
     logging.basicConfig(level=logging.WARNING)
-    generate._use_plain_http_client(
-        {"concurrency": 8 * admission, "engine": "endpoint"}
-    )  # also for the seed pattern's AsyncInferenceClient (HF_HUB_OFFLINE-proof, no proxy)
+    # Also for the seed pattern's AsyncInferenceClient (HF_HUB_OFFLINE-proof, no proxy).
+    routes.use_plain_http_client(8 * admission, trust_env=True)
 
     with tempfile.TemporaryDirectory(prefix="saturation-") as tmp:
         work = Path(tmp)

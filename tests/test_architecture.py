@@ -6,8 +6,6 @@ import ast
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src" / "cosmopedia"
 # Every step module has these by the CLI's contract (cosmopedia/cli.py).
 CLI_CONTRACT = {"main", "add_arguments"}
@@ -60,7 +58,6 @@ def test_no_import_cycles():
             visit(name)
 
 
-@pytest.mark.xfail(strict=True, reason="generate.py and engines/ still repeat helpers (#14)")
 def test_no_function_defined_twice():
     where = defaultdict(list)
     for name, tree in modules().items():

@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cosmopedia.engines.dummy import (
+from cosmopedia.generation.dummy.faults import Faults
+from cosmopedia.generation.dummy.text import (
     CHAT_TEMPLATE,
-    Faults,
     apply_chat_template,
     count_tokens,
     extract_content,
     generate_text,
 )
-from cosmopedia.engines.sidecar import Sidecar
+from cosmopedia.generation.sidecar import Sidecar
 
 # The clean step's opener pattern.
 OPENER_RE = re.compile(r"^(Hello|Hi|Welcome|Greetings)\b[^.!?\n]*[.!?]\s*")
@@ -308,15 +309,16 @@ def test_admitted_requests_queue_for_the_batch(tmp_path):
     command += ["--latency-per-token", "0.004"]
     with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30, smoke=None) as sidecar:
         body = {"inputs": "Tides rise and fall twice a day.", "parameters": {"max_new_tokens": 50}}
+        started = time.monotonic()
         with ThreadPoolExecutor(3) as pool:
             replies = list(pool.map(lambda _: post(f"{sidecar.url}/generate", body), range(3)))
+        period = time.monotonic() - started
         with urllib.request.urlopen(f"{sidecar.url}/stats", timeout=5) as response:
             stats = json.loads(response.read())
     assert [status for status, _, _ in replies] == [200, 200, 200]
     assert stats["peak_in_flight"] == 3 and stats["batch_capacity"] == 1
-    # One sequence at a time for about 3 x 0.2 s: the batch was busy the whole period.
-    period = stats["last_done_s"] - stats["first_request_s"]
-    assert stats["busy_seq_s"] == pytest.approx(period, rel=0.01)
+    # One sequence at a time for about 0.2 s each: they took turns (bench/saturation_meter.py
+    # measures how busy the batch was, tests/test_bench_saturation.py checks it).
     assert 0.55 < period < 2.0
 
 

@@ -1,5 +1,5 @@
 """Engines behind one interface: the TGI, vLLM and SGLang launch templates run with the
-dummy as their program (`cosmopedia.engines.mimic`), several instances per job with the
+dummy as their program (`tests/mimic.py`), several instances per job with the
 least-loaded spreading, the OpenAI-compatible routes, chat templates, image digests and
 redaction. Real subprocesses and real HTTP on 127.0.0.1."""
 
@@ -11,18 +11,26 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
-from cosmopedia import cli, generate
-from cosmopedia.engines import launch
-from cosmopedia.engines.dummy import CHAT_TEMPLATE, apply_chat_template, generate_text
+from conftest import make_workdir, run_snakemake
+from cosmopedia import cli, plan, redact
+from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
+from cosmopedia.generation import engines
+from cosmopedia.generation.dummy.text import CHAT_TEMPLATE, apply_chat_template, generate_text
+from cosmopedia.generation.engines.served import recorded
+from cosmopedia.generation.engines.tgi import TgiEngine
+from cosmopedia.generation.stream import Instance, Stream
 from cosmopedia.seeding import derive_seed
 from test_generate import (
     SETTINGS,
     cli_args,
+    job,
     job_paths,
     run_cli,
     settings,
@@ -30,7 +38,8 @@ from test_generate import (
     write_prompts,
 )
 
-MIMIC = [sys.executable, "-m", "cosmopedia.engines.mimic"]
+MIMIC_PY = str(Path(__file__).resolve().parent / "mimic.py")
+MIMIC = [sys.executable, MIMIC_PY]
 LATENCY = ["--dummy-latency-per-token", "0.0002"]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -83,8 +92,8 @@ def test_tgi_template_two_instances_on_their_own_gpus(prompts, tmp_path, monkeyp
     assert (engine["kind"], engine["api"], engine["route"]) == ("tgi", "tgi", "/generate")
     assert engine["info"]["mimic"] == "tgi" and engine["image"] is None
     command = engine["command"]
-    assert command[:4] == ["python", "-m", "cosmopedia.engines.mimic", "tgi"]
-    assert command[4:] == [*launch.ARGUMENTS["tgi"], *LATENCY]
+    assert command[:3] == ["python", MIMIC_PY, "tgi"]
+    assert command[3:] == [*TgiEngine.arguments, *LATENCY]
     assert command[command.index("--usage-stats") :][:2] == ["--usage-stats", "off"]
 
     instances = prov["instances"]
@@ -107,8 +116,9 @@ def test_tgi_template_two_instances_on_their_own_gpus(prompts, tmp_path, monkeyp
 
 
 def test_least_loaded_instance_gets_the_next_request():
-    instances = [generate.Instance(0, "a", 4, None), generate.Instance(1, "b", 2, None)]
-    stream = generate.Stream(SETTINGS, instances, 6, None, 0, 0)
+    servers = [engines.Server(0, "a", 4, {}), engines.Server(1, "b", 2, {})]
+    instances = [Instance(server, None) for server in servers]
+    stream = Stream(job(SETTINGS).generation, instances, 6, None, 0, 0)
 
     def send() -> int:
         instance = stream._pick()
@@ -256,14 +266,18 @@ def test_launch_settings_are_checked(prompts, tmp_path, monkeypatch):
     }
     for message, config in bad.items():
         with pytest.raises(CliError, match=message):
-            generate.validate_settings(config)
+            engines.check(job(config))
     # Found only in the job: fewer GPUs than instances x gpus_per_instance.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     config = settings(engine="tgi", instances=2, gpus_per_instance=2)
     assert cli.main(cli_args(path, config, job_paths(tmp_path, "gpus"))) == 2
-    with pytest.raises(launch.LaunchError, match=r"sees 2 GPU\(s\).* = 2 x 2 = 4"):
-        launch.split_gpus(config, "0,1")
-    assert launch.split_gpus(settings(instances=2), None) == [None, None]  # the dummy
+    with pytest.raises(CliError, match=r"sees 2 GPU\(s\).* = 2 x 2 = 4"):
+        engine(config).split_gpus("0,1")
+    assert engine(settings(instances=2)).split_gpus(None) == [None, None]  # the dummy
+
+
+def engine(config: dict) -> engines.Engine:
+    return engines.engine_for(job(config).generation)
 
 
 def test_pyxis_template():
@@ -271,14 +285,17 @@ def test_pyxis_template():
         engine="tgi",
         server={"launcher": "pyxis", "image": "ghcr.io#huggingface/tgi:3.3.7", "mounts": ["/a:/b"]},
     )
-    command = launch.command_template(config)
+    command = engine(config).command_template()
     assert command[: command.index("text-generation-launcher")] == [
         "srun", "--overlap", "--nodes=1", "--ntasks=1", "--container-image={image}",
         "--container-mounts=/a:/b", "env", "CUDA_VISIBLE_DEVICES={gpus}",
     ]  # fmt: skip
-    assert launch.image_record(config) == {"name": "ghcr.io#huggingface/tgi:3.3.7", "digest": None}
+    assert engine(config).image_record() == {
+        "name": "ghcr.io#huggingface/tgi:3.3.7",
+        "digest": None,
+    }
     pinned = settings(engine="tgi", server={"launcher": "pyxis", "image": f"tgi@sha256:{'a' * 64}"})
-    assert launch.image_record(pinned)["digest"] == f"sha256:{'a' * 64}"
+    assert engine(pinned).image_record()["digest"] == f"sha256:{'a' * 64}"
 
 
 def test_redaction(monkeypatch):
@@ -293,7 +310,7 @@ def test_redaction(monkeypatch):
         "--note=hf_secret_value_123",
         "sk-another-secret",
     ]
-    assert launch.redact(args) == [
+    assert redact.args(args) == [
         "serve",
         "--api-key",
         "***",
@@ -302,8 +319,38 @@ def test_redaction(monkeypatch):
         "--note=***",
         "***",
     ]
-    assert launch.recorded_env({"A_TOKEN": "x", "HF_HOME": "/data"}) == {
+    assert redact.env({"A_TOKEN": "x", "HF_HOME": "/data"}) == {
         "A_TOKEN": "***",
         "HF_HOME": "/data",
     }
-    assert re.fullmatch(r"python", launch.recorded([sys.executable])[0])
+    assert re.fullmatch(r"python", recorded([sys.executable])[0])
+
+
+def test_every_engine_of_the_schema_has_a_class():
+    enum = step_settings.subschema(("generation",))["properties"]["engine"]["enum"]
+    assert sorted(engines.ENGINES) == sorted(enum)
+    assert all(cls.kind == kind for kind, cls in engines.ENGINES.items())
+
+
+def test_gpus_a_job_needs():
+    assert engines.gpus(job(settings(engine="tgi", instances=2, gpus_per_instance=4))) == 8
+    assert engines.gpus(job(settings(engine="vllm"))) == 1
+    assert engines.gpus(job(settings(instances=2))) == 0  # the dummy
+    endpoint = settings(engine="endpoint", endpoint_url="http://127.0.0.1:1")
+    assert engines.gpus(job(endpoint)) == 0
+
+
+def test_a_bad_engine_config_fails_planning(tmp_path):
+    """The engine's checks run at planning: `snakemake -n` fails before any job."""
+    workdir = make_workdir(tmp_path / "w")
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["generation"] |= {"engine": "vllm", "server": {"launcher": "apptainer"}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(CliError, match="needs server.image"):
+        plan.generate_job(step_settings.validate_config(config))
+    proc = run_snakemake(workdir, "-n", check=False, timeout=120)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "config: generation.server.launcher apptainer needs server.image" in output
+    assert not (workdir / "results").exists()

@@ -16,10 +16,13 @@ import urllib.request
 import polars as pl
 import pytest
 
-from cosmopedia import cli, generate
-from cosmopedia.engines.dummy import generate_text
-from cosmopedia.engines.sidecar import Sidecar
+from cosmopedia import cli
+from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
+from cosmopedia.generation import engines
+from cosmopedia.generation.dummy.text import generate_text
+from cosmopedia.generation.requests import RESULT_SCHEMA, request_key
+from cosmopedia.generation.sidecar import Sidecar
 from cosmopedia.seeding import derive_seed
 
 WORDS = [
@@ -140,14 +143,16 @@ def job_paths(tmp_path, name: str) -> dict:
     }
 
 
-def job_json(config: dict) -> str:
-    """The generate step's --settings (settings.Generate) of these flat settings."""
+def job(config: dict) -> step_settings.Generate:
+    """The generate step's settings (settings.Generate) of these flat settings."""
     generation = {k: v for k, v in config.items() if k != "dataset_version"}
-    return json.dumps({"dataset_version": config["dataset_version"], "generation": generation})
+    data = {"dataset_version": config["dataset_version"], "generation": generation}
+    return step_settings.from_dict(step_settings.Generate, data)
 
 
 def cli_args(prompts, config: dict, paths: dict) -> list[str]:
-    argv = ["generate", "--prompts", str(prompts), "--settings", job_json(config)]
+    settings_json = step_settings.canonical_json(job(config))
+    argv = ["generate", "--prompts", str(prompts), "--settings", settings_json]
     for key, path in paths.items():
         argv += [f"--{key.replace('_', '-')}", str(path)]
     return argv
@@ -236,8 +241,8 @@ def test_end_to_end_output(reference):
     out = pl.read_parquet(paths["output"])
     assert out.height == df.height
     assert out["id"].to_list() == sorted(df["id"].to_list())
-    assert out.columns == [*df.columns, *generate.RESULT_SCHEMA]
-    assert dict(out.select(list(generate.RESULT_SCHEMA)).schema) == generate.RESULT_SCHEMA
+    assert out.columns == [*df.columns, *RESULT_SCHEMA]
+    assert dict(out.select(list(RESULT_SCHEMA)).schema) == RESULT_SCHEMA
     assert out["error"].null_count() == out.height
     assert (out["attempts"] == 1).all()
     assert set(out["finish_reason"]) <= {"eos_token", "length"}
@@ -271,15 +276,14 @@ def test_rerun_is_byte_identical(reference, tmp_path):
 def test_resume_reuses_checkpointed_rows(reference, dummy_server, tmp_path):
     prompts, _, first = reference
     config = settings(engine="endpoint", endpoint_url=dummy_server.url)
+    sampling = job(config).generation.sampling
     done = pl.read_parquet(first["output"]).sort("id")
     checkpoint = tmp_path / "work" / "resume.checkpoint.jsonl"
     checkpoint.parent.mkdir()
     lines = []
     for row in done.head(12).iter_rows(named=True):
-        key = generate.request_key(
-            row["prompt"], row["seed"], config["model"], config["revision"], config["sampling"]
-        )
-        record = {name: row[name] for name in generate.RESULT_SCHEMA}
+        key = request_key(row["prompt"], row["seed"], config["model"], config["revision"], sampling)
+        record = {name: row[name] for name in RESULT_SCHEMA}
         lines.append(json.dumps({**record, "id": row["id"], "key": key, "transient": False}))
     # A stale line (another request for row 13) is ignored, and so is a line cut by a kill.
     lines.append(json.dumps({**json.loads(lines[0]), "id": done["id"][12], "key": "0" * 64}))
@@ -302,10 +306,9 @@ def test_changed_sampling_makes_the_checkpoint_stale(reference, dummy_server, tm
     with open(checkpoint, "w") as f:
         for row in done.iter_rows(named=True):
             # Keys of the requests made with the reference run's sampling settings.
-            key = generate.request_key(
-                row["prompt"], row["seed"], "cosmopedia/dummy", "0", SETTINGS["sampling"]
-            )
-            record = {name: row[name] for name in generate.RESULT_SCHEMA}
+            sampling = job(SETTINGS).generation.sampling
+            key = request_key(row["prompt"], row["seed"], "cosmopedia/dummy", "0", sampling)
+            record = {name: row[name] for name in RESULT_SCHEMA}
             f.write(json.dumps({**record, "id": row["id"], "key": key}) + "\n")
     config = settings(
         engine="endpoint", endpoint_url=dummy_server.url, sampling={"max_new_tokens": 64}
@@ -474,12 +477,16 @@ def test_engine_death_aborts_the_job(reference, tmp_path):
 
 def test_settings_are_checked(reference, tmp_path):
     prompts, _, _ = reference
-    broken = {**settings(), "temprature": 1}
-    assert run_cli(tmp_path, "broken", prompts, broken)[0] == 2
-    with pytest.raises(CliError, match="unknown keys: temprature"):
-        generate.validate_settings({**settings(), "temprature": 1})
+    generation = {k: v for k, v in settings().items() if k != "dataset_version"}
+    broken = {"dataset_version": "test/v0", "generation": {**generation, "temprature": 1}}
+    argv = ["generate", "--prompts", str(prompts), "--settings", json.dumps(broken)]
+    for key, path in job_paths(tmp_path, "broken").items():
+        argv += [f"--{key.replace('_', '-')}", str(path)]
+    assert cli.main(argv) == 2
+    with pytest.raises(CliError, match="Additional properties are not allowed .'temprature'"):
+        job({**settings(), "temprature": 1})
     with pytest.raises(CliError, match="endpoint_url"):
-        generate.validate_settings(settings(engine="endpoint"))
+        engines.check(job(settings(engine="endpoint")))
 
 
 FAULT_CAUSES = {"overloaded", "unavailable", "connection", "timeout"}

@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workdir, run_snakemake
+from cosmopedia import settings
+from cosmopedia.generation import engines
 
 PROFILES = {name: REPO / "profiles" / name for name in ("slurm_h100", "slurm_test")}
 GPU_KEYS = {"gpu", "gpu_model", "gres", "cpus_per_gpu", "gpus"}
@@ -106,18 +108,11 @@ def test_generate_alone_gets_h100s_on_another_partition(profiles):
 
 
 def engine_gpus(configfile: Path) -> int:
-    """GPUs a generate job of this config needs (the rule's own count)."""
+    """GPUs a generate job of this config needs (the rule's own count: its engine's)."""
     with open(configfile, encoding="utf-8") as f:
         generation = yaml.safe_load(f).get("generation", {})
-    with open(REPO / "workflow" / "schemas" / "config.schema.yaml", encoding="utf-8") as f:
-        schema = yaml.safe_load(f)["properties"]["generation"]["properties"]
-
-    def value(key):
-        return generation.get(key, schema[key]["default"])
-
-    if value("engine") not in ("tgi", "vllm", "sglang"):
-        return 0
-    return value("instances") * value("gpus_per_instance")
+    section = settings.from_dict(settings.Generation, generation, "generation")
+    return engines.gpus(settings.Generate("test/v0", section))
 
 
 def test_set_resources_name_real_rules(profiles, workdir):

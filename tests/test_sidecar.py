@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from cosmopedia.engines.sidecar import (
+from cosmopedia.generation.probes import http_json
+from cosmopedia.generation.sidecar import (
     Sidecar,
     SidecarError,
     fill_placeholders,
-    http_json,
     running,
 )
 
@@ -108,7 +108,7 @@ def test_sigterm_to_the_job_stops_the_engine(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, time
-        from cosmopedia.engines.sidecar import Sidecar
+        from cosmopedia.generation.sidecar import Sidecar
         with Sidecar({DUMMY_COMMAND!r}, {str(log_path)!r}, startup_timeout_s=30):
             print("ready", flush=True)
             time.sleep(60)
@@ -173,7 +173,7 @@ def test_sigkill_of_the_job_still_stops_the_engine_group(tmp_path):
     script = textwrap.dedent(
         f"""
         import time
-        from cosmopedia.engines.sidecar import Sidecar
+        from cosmopedia.generation.sidecar import Sidecar
         with Sidecar({command!r}, {str(log_path)!r}, startup_timeout_s=30, grace_s=0.5):
             print("ready", flush=True)
             time.sleep(60)

@@ -15,8 +15,16 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ingest": ("cosmopedia.ingest", "main", "Seed source file -> seed shard (Parquet, stable ids)"),
     "prompts": ("cosmopedia.prompts", "main", "Seed shard -> prompts shard"),
-    "serve-dummy": ("cosmopedia.engines.dummy", "main", "Run the dummy TGI-protocol engine"),
-    "generate": ("cosmopedia.generate", "main", "Prompts shard -> generations (engine sidecar)"),
+    "serve-dummy": (
+        "cosmopedia.generation.dummy.server",
+        "main",
+        "Run the dummy engine (TGI and OpenAI-compatible protocols)",
+    ),
+    "generate": (
+        "cosmopedia.generation.runner",
+        "main",
+        "Prompts shard -> generations (engine sidecar)",
+    ),
     "clean": ("cosmopedia.clean", "main", "Generations -> cleaned rows + dropped rows"),
     "minhash-signature": ("cosmopedia.minhash", "signature_main", "MinHash signatures of a shard"),
     "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of one bucket"),

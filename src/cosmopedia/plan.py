@@ -165,7 +165,13 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
 
 
 def generate_job(config: dict) -> settings.Generate:
-    return settings.Generate(dataset_version(config), section(settings.Generation, config))
+    """The generate jobs' settings, checked by their engine (settings that do not go
+    together fail `snakemake -n`, not a job queued for GPUs)."""
+    from cosmopedia.generation import engines
+
+    job = settings.Generate(dataset_version(config), section(settings.Generation, config))
+    engines.check(job)
+    return job
 
 
 def generate_request(config: dict) -> dict:

@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import functools
 import json
-import math
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 
 from cosmopedia import yamlfile
 from cosmopedia.errors import CliError
+from cosmopedia.jsonvalues import is_int, is_number
 
 SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
@@ -59,24 +59,16 @@ def subschema(path: tuple[str, ...]) -> dict:
     return node
 
 
-def _is_integer(checker, value) -> bool:
-    # JSON Schema counts 8.0 as an integer; a count or size given as 8.0 is a typo here.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(checker, value) -> bool:
-    # NaN passes every bound (all comparisons are false) and Infinity is never meant.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return isinstance(value, int) or math.isfinite(value)
-
-
 @functools.cache
 def _validator_class():
     import jsonschema
 
     base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    # JSON Schema counts 8.0 as an integer (a count or size given as 8.0 is a typo here),
+    # booleans as numbers, and NaN passes every bound: cosmopedia.jsonvalues says no.
+    checker = base.TYPE_CHECKER.redefine_many(
+        {"integer": lambda _, v: is_int(v), "number": lambda _, v: is_number(v)}
+    )
     fill_properties = base.VALIDATORS["properties"]
 
     def properties_with_defaults(validator, properties, instance, schema):
@@ -182,8 +174,8 @@ def _build(tp, value, where: str):
     ok = {
         str: lambda v: isinstance(v, str),
         bool: lambda v: isinstance(v, bool),
-        int: lambda v: _is_integer(None, v),
-        float: lambda v: _is_number(None, v),
+        int: is_int,
+        float: is_number,
     }[tp](value)
     if not ok:
         kind = {str: "a string", bool: "true/false", int: "an integer", float: "a number"}[tp]

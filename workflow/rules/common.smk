@@ -13,6 +13,7 @@ import os
 from cosmopedia import fingerprint, layout, plan, yamlfile
 from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError, PlanError
+from cosmopedia.generation import engines
 from cosmopedia.snakemake_compat import cache_signature as per_shard
 
 try:
@@ -25,6 +26,8 @@ try:
     SHARDS = plan.plan_shards(config)
     # Index files of the versions in minhash.index_from (may be none).
     MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
+    # Generation settings checked by their engine: a bad engine config fails here.
+    GENERATE_JOB = plan.generate_job(config)
 except (CliError, PlanError) as exc:
     raise WorkflowError(f"config: {exc}") from None
 
@@ -106,7 +109,7 @@ def prompts_settings(wildcards):
 
 # Every generation setting, operational ones included, for the command (not compared);
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
-GENERATE_SETTINGS = settings(plan.generate_job(config))
+GENERATE_SETTINGS = settings(GENERATE_JOB)
 GENERATE_REQUEST = settings(plan.generate_request(config))
 CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))

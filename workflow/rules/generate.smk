@@ -1,15 +1,11 @@
 # The GPU step: starts generation.instances engine servers (tgi, vllm, sglang; or the dummy)
 # inside the job, each on generation.gpus_per_instance GPUs, and streams the shard through
-# them. GPUs come from config (instances x gpus_per_instance; none for dummy/endpoint);
-# partition, GPU model and runtime are set per cluster in profiles/<cluster>/config.yaml.
+# them. The engine says how many GPUs a job needs (instances x gpus_per_instance for
+# tgi, vllm and sglang; none for dummy and endpoint); partition, GPU model and runtime are
+# set per cluster in profiles/<cluster>/config.yaml.
 # A SIGTERM (Slurm's time limit, `--signal`, scancel) stops the servers and keeps every
 # finished row in the checkpoint; the retried job resumes from it (docs/cluster.md).
-GENERATION = config["generation"]
-GENERATE_GPUS = (
-    GENERATION["instances"] * GENERATION["gpus_per_instance"]
-    if GENERATION["engine"] in ("tgi", "vllm", "sglang")
-    else 0
-)
+GENERATE_GPUS = engines.gpus(GENERATE_JOB)
 
 
 rule generate:

@@ -1,8 +1,8 @@
 """The dummy engine behind another engine's command line, to test launch templates.
 
-    python -m cosmopedia.engines.mimic tgi    --model-id M --port P --master-port Q ...
-    python -m cosmopedia.engines.mimic vllm   [serve] M --port P --max-num-seqs N ...
-    python -m cosmopedia.engines.mimic sglang --model-path M --port P --nccl-port Q ...
+    python tests/mimic.py tgi    --model-id M --port P --master-port Q ...
+    python tests/mimic.py vllm   [serve] M --port P --max-num-seqs N ...
+    python tests/mimic.py sglang --model-path M --port P --nccl-port Q ...
 
 Put in place of the engine's program (`generation.server.program`), it parses the flags
 that the workflow's templates pass to TGI's launcher, `vllm serve` and SGLang's
@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 
-from cosmopedia.engines import dummy
+from cosmopedia.generation.dummy import server as dummy
 
 UNBOUNDED = 2**31
 FATAL_LINES = {
@@ -35,7 +35,7 @@ FATAL_LINES = {
 }
 
 
-def build_parser(persona: str) -> argparse.ArgumentParser:
+def persona_parser(persona: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"mimic {persona}")
     if persona == "tgi":
         parser.add_argument("--model-id", required=True)
@@ -86,12 +86,12 @@ def fatal(persona: str, why: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        raise SystemExit("usage: python -m cosmopedia.engines.mimic {tgi,vllm,sglang} ...")
+        raise SystemExit("usage: python tests/mimic.py {tgi,vllm,sglang} ...")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     persona, rest = argv[0], argv[1:]
     if persona == "vllm" and rest[:1] == ["serve"]:
         rest = rest[1:]
-    args = build_parser(persona).parse_args(rest)
+    args = persona_parser(persona).parse_args(rest)
     options = dummy.engine_options(args, prefix="dummy-")
     if persona == "tgi":
         model, host, shards = args.model_id, args.hostname, args.num_shard

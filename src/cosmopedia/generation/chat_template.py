@@ -18,11 +18,13 @@ the text, so rendering it too would double it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cosmopedia.hashing import sha256_text
 
 SERVER = "server"
 TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json")
@@ -30,10 +32,6 @@ TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json")
 
 class ChatTemplateError(ValueError):
     """The configured chat template cannot be used."""
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -121,11 +119,19 @@ def find_model_template(model: str, revision: str) -> tuple[str | None, str | No
     return None, None
 
 
-def load(setting: str | None, model: str, revision: str) -> ChatTemplate:
+def load_chat_template(
+    setting: str | None,
+    model: str,
+    revision: str,
+    find: Callable[[str, str], tuple[str | None, str | None]] = find_model_template,
+) -> ChatTemplate:
+    """The template of `generation.chat_template`. For "server", `find(model, revision)`
+    looks up the template the engine will apply, to record its hash (each engine says where
+    its model keeps it; by default the Hugging Face cache or the model folder)."""
     if setting is None:
         return ChatTemplate(None)
     if setting == SERVER:
-        text, source = find_model_template(model, revision)
+        text, source = find(model, revision)
         if text is None:
             return ChatTemplate(SERVER, None, "engine (not found in the local cache)")
         return ChatTemplate(SERVER, sha256_text(text), source)

@@ -1,6 +1,6 @@
 """Run inference servers as children of the job: start, wait until healthy, always stop.
 
-Each server runs under a small guard process (`cosmopedia.engines.guard`) that leads its
+Each server runs under a small guard process (`cosmopedia.generation.guard`) that leads its
 own process group, so stopping it (SIGTERM, a grace period, then SIGKILL) also stops
 whatever the server spawned (TGI's launcher starts shard processes, vLLM an engine core),
 and the guard stops the group by itself if the job dies without doing it (SIGKILL). A
@@ -9,8 +9,9 @@ the main thread, so the `with` block unwinds and nothing is left running.
 
 Start-up fails early, with the tail of the engine log in the error: when the server exits,
 when it logs a line matching one of `fatal_patterns` (CUDA out of memory, a shard that
-cannot start), or when `/health` does not answer 200 before the deadline. Then `/info` is
-read (if the server has it) and one smoke request must succeed.
+cannot start), or when the readiness probe (by default: `/health` answers 200) does not
+pass before the deadline. Then `/info` is read (if the server has it) and the smoke
+request, if given, must succeed (`probes.py` has both; each engine picks its own).
 
 Several servers (one per GPU subset) start in parallel with `running(...)`, under one
 deadline, and stop together.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import logging
 import os
 import re
@@ -31,18 +31,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from cosmopedia import redact
+from cosmopedia.generation import probes
+
 log = logging.getLogger(__name__)
 
-SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.2
-PROBE_TIMEOUT_S = 5.0
-SMOKE_TIMEOUT_S = 120.0
 # After SIGKILL, orphaned children disappear once init reaps them.
 KILL_WAIT_S = 5.0
 # The sidecar's own lines in the engine log start with this (after the instance prefix).
@@ -101,71 +99,21 @@ def log_tail(path: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def secret_values() -> list[str]:
-    """Values of the token variables set in this process's environment."""
-    return [v for v in (os.environ.get(name) for name in SECRET_ENV_VARS) if v]
-
-
 def _check_no_secrets(command: Sequence[str], env: dict[str, str]) -> None:
-    for var in SECRET_ENV_VARS:
-        secret = os.environ.get(var)
-        if secret and any(secret in arg for arg in command):
+    """Secrets stay in the job's environment (the engine inherits it): never on the command
+    line or in the configured environment, which are logged and recorded."""
+    for secret in redact.secret_values():
+        names = ", ".join(f"${k}" for k, v in sorted(os.environ.items()) if v == secret)
+        if any(secret in arg for arg in command):
             raise SidecarError(
-                f"the engine command contains the value of ${var}; pass secrets through the "
+                f"the engine command contains the value of {names}; pass secrets through the "
                 "environment, never on the command line (it is logged and recorded)"
             )
-        if secret and any(secret in value for value in env.values()):
+        if any(secret in value for value in env.values()):
             raise SidecarError(
-                f"the engine's configured environment contains the value of ${var}; the "
+                f"the engine's configured environment contains the value of {names}; the "
                 "engine inherits the job's environment, leave secrets there"
             )
-
-
-# Proxies from the environment must never see requests to the job's own loopback server.
-_LOCAL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_json(url: str, payload=None, timeout: float = PROBE_TIMEOUT_S) -> tuple[int, object]:
-    """GET (or POST `payload` as JSON) without proxies: (status, parsed body or None)."""
-    data = None if payload is None else json.dumps(payload).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with _LOCAL_OPENER.open(request, timeout=timeout) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    try:
-        return status, json.loads(body) if body else None
-    except ValueError:  # not JSON (or not even text)
-        return status, None
-
-
-def tgi_smoke_request(base_url: str) -> None:
-    """One tiny generation through TGI's /generate route."""
-    status, body = http_json(
-        f"{base_url}/generate",
-        {"inputs": "Hello", "parameters": {"max_new_tokens": 2}},
-        timeout=SMOKE_TIMEOUT_S,
-    )
-    if status != 200 or not isinstance(body, dict) or "generated_text" not in body:
-        raise SidecarError(f"smoke request to {base_url}/generate failed: HTTP {status} {body}")
-
-
-def openai_smoke_request(model: str) -> Callable[[str], None]:
-    """One tiny completion through the OpenAI-compatible /v1/completions route."""
-
-    def smoke(base_url: str) -> None:
-        status, body = http_json(
-            f"{base_url}/v1/completions",
-            {"model": model, "prompt": "Hello", "max_tokens": 2},
-            timeout=SMOKE_TIMEOUT_S,
-        )
-        if status != 200 or not isinstance(body, dict) or not body.get("choices"):
-            raise SidecarError(
-                f"smoke request to {base_url}/v1/completions failed: HTTP {status} {body}"
-            )
-
-    return smoke
 
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
@@ -189,9 +137,11 @@ class Sidecar:
 
     `command` is a template: `{host}`, `{port}` and the keys of `values` are filled in.
     `env` is added to the job's environment for the engine. `prefix` tags the engine's
-    lines in the (possibly shared) log. Attributes after start-up: `url`, `port`, `info`
-    (the /info JSON, or None if the server has no such route), `startup_s`, `command` (the
-    launched argument list, without the guard), `process` (the guard, group leader).
+    lines in the (possibly shared) log. `ready(url)` is the readiness probe (True once the
+    server serves), `smoke(url)` one request that must succeed. Attributes after start-up:
+    `url`, `port`, `info` (the /info JSON, or None if the server has no such route),
+    `startup_s`, `command` (the launched argument list, without the guard), `process` (the
+    guard, group leader).
     """
 
     def __init__(
@@ -201,8 +151,9 @@ class Sidecar:
         startup_timeout_s: float = 600.0,
         grace_s: float = 10.0,
         host: str = "127.0.0.1",
-        smoke: Callable[[str], None] | None = tgi_smoke_request,
+        smoke: Callable[[str], None] | None = None,
         *,
+        ready: Callable[[str], bool] = probes.health,
         values: dict | None = None,
         env: dict[str, str] | None = None,
         prefix: str = "",
@@ -218,6 +169,7 @@ class Sidecar:
         self.grace_s = grace_s
         self.host = host
         self.smoke = smoke
+        self.ready = ready
         self.prefix = prefix
         self.fatal_patterns = [re.compile(p) for p in fatal_patterns]
         self.port: int | None = port
@@ -276,7 +228,7 @@ class Sidecar:
         guarded = [
             sys.executable,
             "-m",
-            "cosmopedia.engines.guard",
+            "cosmopedia.generation.guard",
             "--parent",
             str(os.getpid()),
             "--grace",
@@ -310,7 +262,7 @@ class Sidecar:
         log.info("engine started: pid %d, %s, log %s", self.process.pid, self.url, self.log_path)
 
     def poll(self) -> bool:
-        """One start-up check: True once /health answers 200; SidecarError if it never will."""
+        """One start-up check: True once the server is ready; SidecarError if it never will."""
         code = self.process.poll()
         if code is not None:
             raise self._error(f"the engine exited with code {code} before becoming healthy")
@@ -319,24 +271,23 @@ class Sidecar:
             raise self._error(f"the engine logged a fatal start-up error: {fatal!r}")
         # Refused, reset or garbled: not serving yet.
         with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _ = http_json(f"{self.url}/health", timeout=1.0)
-            return status == 200
+            return self.ready(self.url)
         return False
 
     def not_healthy(self) -> SidecarError:
         return self._error(f"the engine was not healthy within {self.startup_timeout_s:g} s")
 
     def complete(self) -> None:
-        """After /health: read /info and send the smoke request."""
+        """Once ready: read /info and send the smoke request."""
         try:
-            status, info = http_json(f"{self.url}/info")
+            status, info = probes.http_json(f"{self.url}/info")
             if status == 200 and isinstance(info, dict):
                 self.info = info
             elif status != 404:  # servers without /info (vLLM, SGLang) are fine
                 raise SidecarError(f"GET /info answered HTTP {status}")
             if self.smoke is not None:
                 self.smoke(self.url)
-        except (SidecarError, OSError, http.client.HTTPException) as exc:
+        except (SidecarError, probes.ProbeError, OSError, http.client.HTTPException) as exc:
             raise self._error(str(exc)) from exc
         self.startup_s = time.monotonic() - self._started_at
         log.info("engine %s healthy after %.1f s", self.url, self.startup_s)

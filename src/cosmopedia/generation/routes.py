@@ -15,7 +15,10 @@ Three routes, one per protocol, chosen from `generation.api` and `generation.cha
   fields; TGI's chat route ignores them (its ChatRequest has neither), which is recorded.
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
-`EngineHTTPError` with the status) for `generate.classify`.
+`EngineHTTPError` with the status) for `requests.classify`.
+
+Every route of a job shares one plain httpx2 client (`plain_http_client`), also the one
+huggingface_hub's clients use (`use_plain_http_client`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx2
+import huggingface_hub
 from huggingface_hub import AsyncInferenceClient
 
-# Sent as the bearer token to sidecar engines: the job's HF token has no business there
-# (huggingface_hub would otherwise send it to any URL).
-NO_TOKEN = "EMPTY"
+from cosmopedia.settings import Sampling
+
 ERROR_MESSAGE_CHARS = 500
+# Connections beyond the request concurrency (a retry may open one while another closes).
+SPARE_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,29 @@ class ProtocolError(RuntimeError):
 
 
 class Route:
+    """One client protocol: `await generate(prompt, seed)` for each row of the shard."""
+
     name = ""
     ignored_sampling: tuple[str, ...] = ()
 
-    def __init__(self, base_url: str, model: str, sampling: dict, token: str | None, timeout):
+    @classmethod
+    def make(
+        cls,
+        base_url: str,
+        model: str,
+        sampling: Sampling,
+        token: str | None,
+        timeout: float,
+        *,
+        api: str,
+        http: httpx2.AsyncClient,
+    ) -> Route:
+        """The route to one server; `api` is the engine's protocol, `http` the job's client."""
+        return cls(base_url, model, sampling, token, timeout)
+
+    def __init__(
+        self, base_url: str, model: str, sampling: Sampling, token: str | None, timeout: float
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.sampling = sampling
@@ -84,11 +108,11 @@ class TgiGenerate(Route):
             details=True,
             seed=seed,
             do_sample=True,
-            max_new_tokens=s["max_new_tokens"],
-            temperature=s["temperature"],
-            top_p=s["top_p"],
-            top_k=s["top_k"],
-            repetition_penalty=s["repetition_penalty"],
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            repetition_penalty=s.repetition_penalty,
         )
         if output.details is None:
             raise ProtocolError("the engine returned no details: is it a TGI-protocol server?")
@@ -114,14 +138,15 @@ class ChatCompletions(Route):
 
     async def generate(self, prompt: str, seed: int) -> Output:
         s = self.sampling
-        extra = {k: s[k] for k in ("top_k", "repetition_penalty") if k not in self.ignored_sampling}
+        passed = [k for k in ("top_k", "repetition_penalty") if k not in self.ignored_sampling]
+        extra = {k: getattr(s, k) for k in passed}
         output = await self.client.chat_completion(
             messages=[{"role": "user", "content": prompt}],
             model=self.model,
-            max_tokens=s["max_new_tokens"],
+            max_tokens=s.max_new_tokens,
             seed=seed,
-            temperature=s["temperature"],
-            top_p=s["top_p"],
+            temperature=s.temperature,
+            top_p=s.top_p,
             extra_body=extra or None,
         )
         if not output.choices:
@@ -133,6 +158,11 @@ class ChatCompletions(Route):
     async def close(self) -> None:
         await self.client.close()
 
+    @classmethod
+    def make(cls, *args, api: str, http: httpx2.AsyncClient) -> Route:
+        # TGI's chat route has no top_k or repetition_penalty: recorded as ignored.
+        return cls(*args, tgi=api == "tgi")
+
 
 class Completions(Route):
     name = "/v1/completions"
@@ -142,22 +172,30 @@ class Completions(Route):
         self.http = http
         self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def generate(self, prompt: str, seed: int) -> Output:
+    @classmethod
+    def make(cls, *args, api: str, http: httpx2.AsyncClient) -> Route:
+        return cls(*args, http=http)
+
+    def payload(self, prompt: str, seed: int) -> dict:
+        """The request body (an engine with other names for the sampling parameters
+        subclasses this route and changes them here)."""
         s = self.sampling
-        payload = {
+        return {
             "model": self.model,
             "prompt": prompt,
-            "max_tokens": s["max_new_tokens"],
-            "temperature": s["temperature"],
-            "top_p": s["top_p"],
-            "top_k": s["top_k"],
-            "repetition_penalty": s["repetition_penalty"],
+            "max_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "repetition_penalty": s.repetition_penalty,
             "seed": seed,
             "stream": False,
         }
+
+    async def generate(self, prompt: str, seed: int) -> Output:
         response = await self.http.post(
             f"{self.base_url}/v1/completions",
-            json=payload,
+            json=self.payload(prompt, seed),
             headers=self.headers,
             timeout=self.timeout,
         )
@@ -187,25 +225,28 @@ def _error_message(response: httpx2.Response) -> str:
     return str(error if error is not None else body)[:ERROR_MESSAGE_CHARS]
 
 
-def make_route(
-    api: str,
-    chat_server: bool,
-    base_url: str,
-    model: str,
-    sampling: dict,
-    token: str | None,
-    timeout: float,
-    http: httpx2.AsyncClient,
-) -> Route:
-    args = (base_url, model, sampling, token, timeout)
+def route_class(api: str, chat_server: bool) -> type[Route]:
+    """The route of protocol `api` ("tgi" or "openai"); `chat_server`: chat messages, the
+    engine applies the chat template."""
     if chat_server:
-        return ChatCompletions(*args, tgi=api == "tgi")
-    if api == "openai":
-        return Completions(*args, http=http)
-    return TgiGenerate(*args)
+        return ChatCompletions
+    return Completions if api == "openai" else TgiGenerate
 
 
-def route_name(api: str, chat_server: bool) -> str:
-    if chat_server:
-        return ChatCompletions.name
-    return Completions.name if api == "openai" else TgiGenerate.name
+def plain_http_client(concurrency: int, trust_env: bool) -> httpx2.AsyncClient:
+    """A plain httpx client sized for `concurrency` requests in flight.
+
+    huggingface_hub's default async client refuses every request when HF_HUB_OFFLINE=1
+    (usual on offline GPU nodes, where the engine loads a cached model), and follows proxy
+    settings that must not apply to the job's own loopback servers (`trust_env` False).
+    """
+    size = concurrency + SPARE_CONNECTIONS
+    limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    return httpx2.AsyncClient(
+        limits=limits, timeout=None, follow_redirects=True, trust_env=trust_env
+    )
+
+
+def use_plain_http_client(concurrency: int, trust_env: bool) -> None:
+    """huggingface_hub's clients (TgiGenerate, ChatCompletions) get `plain_http_client`s."""
+    huggingface_hub.set_async_client_factory(lambda: plain_http_client(concurrency, trust_env))

@@ -1,6 +1,6 @@
 """Leader of an engine's process group: relays its output, and stops it if the job dies.
 
-    python -m cosmopedia.engines.guard --parent PID --grace S [--prefix P] -- COMMAND...
+    python -m cosmopedia.generation.guard --parent PID --grace S [--prefix P] -- COMMAND...
 
 The sidecar starts this guard in a new session (so it leads the engine's process group)
 and the guard runs the engine inside that group. It
@@ -39,7 +39,7 @@ def _set_parent_death_signal(signum: int) -> bool:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cosmopedia.engines.guard")
+    parser = argparse.ArgumentParser(prog="python -m cosmopedia.generation.guard")
     parser.add_argument("--parent", type=int, required=True, help="pid of the job")
     parser.add_argument("--grace", type=float, default=10.0, help="SIGTERM -> SIGKILL, seconds")
     parser.add_argument("--prefix", default="", help="written before every output line")
