@@ -269,11 +269,11 @@ def test_plan_stops_on_unknown_audience_and_on_choices_for_the_prompts_family(mo
 def test_plan_stops_on_a_template_missing_its_placeholder(tmp_path, monkeypatch):
     with open(REPO / "resources" / "prompts" / "templates.yaml", encoding="utf-8") as f:
         templates = yaml.safe_load(f)
-    templates["stories"]["morality_story"]["template"] = "Write a story with a moral."
+    templates["families"]["stories"]["entries"]["morality_story"]["template"] = "A moral story."
     broken = tmp_path / "templates.yaml"
     broken.write_text(yaml.safe_dump(templates), encoding="utf-8")
     config = demo_config()
-    config["prompts"] = {"templates": str(broken)}
+    config["prompts"] = {"template_sets": {"project": str(broken)}}
     with pytest.raises(
         PlanError,
         match=r"sources.stories.styles: templates stories.morality_story: "

@@ -1,6 +1,7 @@
 """Dataset: decontaminated shards -> Cosmopedia-schema Parquet files + manifest.json.
 
-One file per shard under data/<family>/ (one dataset config per seed family), the rows
+One file per shard under data/<config>/<source>/ (one dataset config per source, or per
+group of sources sharing sources.<name>.dataset_config, as Cosmopedia's), the rows
 that every stage removed gathered in one table with their reason, a manifest with the
 sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
 plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
@@ -39,6 +40,7 @@ DATASET_COLUMNS = [
     "seed_data",
     "format",
     "audience",
+    "seed_text",
     "id",
     "source",
     "seed",
@@ -123,14 +125,15 @@ def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) 
     out_dir = global_path(root, "dataset_dir")
     files, stages, removed = [], {}, []
     for entry in plan:
-        source, shard, family = entry["source"], entry["shard"], entry["family"]
+        source, shard = entry["source"], entry["shard"]
+        config = settings.configs[source]
         kept = read_parquet(shard_path(root, "decontam", source, shard))
-        rel = DATASET_SHARD.format(family=family, source=source, shard=shard)
+        rel = DATASET_SHARD.format(config=config, source=source, shard=shard)
         write_parquet(kept.select(DATASET_COLUMNS), f"{out_dir}/{rel}")
         files.append(
             {
                 "path": rel,
-                "config": family,
+                "config": config,
                 "sha256": sha256_file(f"{out_dir}/{rel}"),
                 "bytes": Path(f"{out_dir}/{rel}").stat().st_size,
                 "rows": kept.height,

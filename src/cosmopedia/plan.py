@@ -64,7 +64,7 @@ def plan_shards(config: dict) -> list[Shard]:
                 f"Face dataset at a pinned revision), not {which}"
             )
         try:
-            check_source(source, spec, config["prompts"]["templates"])
+            check_source(source, spec, config)
         except CliError as exc:
             raise PlanError(str(exc)) from None
         if "hub" in spec:
@@ -107,8 +107,11 @@ def dataset_version(config: dict) -> str:
 
 def ingest_job(config: dict, source: str) -> settings.Ingest:
     """A source's ingest settings; `shard_ingest_job` adds each shard's seed file."""
+    from cosmopedia.prompts import source_block
+
     spec = config["sources"][source]
     hub_spec = spec.get("hub")
+    block = source_block(config, source)
     return settings.Ingest(
         source=source,
         family=spec["family"],
@@ -118,6 +121,8 @@ def ingest_job(config: dict, source: str) -> settings.Ingest:
         max_chars=spec["max_chars"],
         # The file list stays out: adding a file must not rerun the other shards.
         hub=None if hub_spec is None else section(settings.HubDataset, hub_spec, "hub"),
+        # A set whose builders strip as the original did gets the seed text as given.
+        verbatim=True if block is not None and block.seed_fields == "verbatim" else None,
     )
 
 
@@ -147,20 +152,29 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
 
     spec = config["sources"][source]
     prompts = config["prompts"]
-    family_templates = builders.family_templates(prompts["templates"], spec["family"])
+    block = builders.source_block(config, source)
     # styles/audiences as given; the family's list defaults to all its templates.
-    choices = builders.choice_settings(spec["family"], spec, family_templates)
+    choices = builders.choice_settings(spec["family"], spec, block)
+    set_name = path = None
+    if block is not None:
+        set_name, path = builders.template_set_path(config, spec)
     return settings.Prompts(
         source=source,
         family=spec["family"],
         seed=config["seed"],
         styles=None if choices["styles"] is None else tuple(choices["styles"]),
         audiences=None if choices["audiences"] is None else tuple(choices["audiences"]),
+        fan_out=spec["fan_out"],
+        seed_data=spec["seed_data"] or source,
         extract_max_chars=prompts["extract_max_chars"],
         topic_probability=prompts["topic_probability"],
-        templates=prompts["templates"],
-        # Only this family's templates: editing another family's reruns nothing here.
-        templates_sha256=sha256_text(settings.canonical_json(family_templates)),
+        template_set=set_name,
+        templates=path,
+        variant=None if block is None else block.variant,
+        # Only this source's block: editing another family's templates reruns nothing here.
+        templates_sha256=sha256_text(
+            settings.canonical_json({} if block is None else block.identity())
+        ),
     )
 
 
@@ -241,7 +255,7 @@ def dataset_job(config: dict, revision: dict) -> settings.Dataset:
         name=config["dataset"]["name"],
         version=config["dataset"]["version"],
         license=config["dataset"]["license"],
-        families={s: spec["family"] for s, spec in sorted(config["sources"].items())},
+        configs={s: spec["dataset_config"] or s for s, spec in sorted(config["sources"].items())},
         seed_scheme=SEED_SCHEME,
         project=revision,
         # The whole resolved config (defaults filled in): enough to rebuild the version.

@@ -398,6 +398,8 @@ class Ingest:
     hub: HubDataset | None = None
     seed: str | None = None  # the seed file: a path, or an hf://datasets/... reference
     seed_sha256: str | None = None  # a local file's sha256 when planned (ingest checks it)
+    # True when the source's template set keeps seed text as given (seed_fields: verbatim).
+    verbatim: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -407,9 +409,13 @@ class Prompts:
     seed: int  # the config's seed: salt of the per-row random choices
     styles: tuple[str, ...] | None
     audiences: tuple[str, ...] | None
+    fan_out: str  # one (a style drawn per seed unit) | all (every style, the set's order)
+    seed_data: str  # the seed_data label of the source's rows
     extract_max_chars: int
     topic_probability: float
-    templates: str
+    template_set: str | None  # the set's name (None for the `prompts` family)
+    templates: str | None  # the set's file
+    variant: str | None  # the family's variant in the set
     templates_sha256: str
 
 
@@ -424,7 +430,7 @@ class Dataset:
     name: str
     version: str
     license: str
-    families: Mapping[str, str]
+    configs: Mapping[str, str]  # source -> the dataset config holding its rows
     seed_scheme: str
     project: Mapping[str, Any]
     config: Mapping[str, Any]
