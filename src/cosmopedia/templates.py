@@ -34,7 +34,12 @@ SEED_FIELDS = ("stripped", "verbatim")
 DEFAULT_VARIANT = "default"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (the Python one takes ~10x longer on the v0.1 set,
+# and planning reads the sets in every Snakemake process); the constructors are Python's.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping."""
 
 
@@ -51,7 +56,7 @@ def _mapping_without_duplicates(loader, node, deep=False):
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return _SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(
