@@ -21,8 +21,10 @@ from cosmopedia import settings as step_settings
 from cosmopedia.card import dataset_card
 from cosmopedia.hashing import sha256_file
 from cosmopedia.io import (
+    CLEAN_KEY,
     read_json,
     read_parquet,
+    read_parquet_metadata,
     write_json,
     write_parquet,
     write_text,
@@ -159,8 +161,11 @@ def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) 
         .sort("stage", "reason")
         .rows()
     }
-    generation = {}
+    generation, token_counts = {}, {}
     for entry in plan:
+        clean_file = shard_path(root, "clean", entry["source"], entry["shard"])
+        record = read_parquet_metadata(clean_file).get(CLEAN_KEY, {"token_count": "engine"})
+        token_counts[f"{entry['source']}/{entry['shard']}"] = record
         prov = read_json(shard_path(root, "generation_provenance", entry["source"], entry["shard"]))
         key = f"{entry['source']}/{entry['shard']}"
         generation[key] = {k: prov[k] for k in MANIFEST_GENERATION_KEYS if k in prov}
@@ -182,6 +187,17 @@ def build_dataset(root: str, plan: list[dict], settings: step_settings.Dataset) 
         "stage_rows": {"total": totals, "by_shard": stages},
         "removed": removed_by,
         "generation": generation,
+        "text_token_length": text_token_length(token_counts),
+    }
+
+
+def text_token_length(by_shard: dict[str, dict]) -> dict:
+    """How text_token_length was counted: the model's tokenizer (as Cosmopedia) or the
+    engine's count of generated tokens, per shard (clean metadata) and overall."""
+    kinds = sorted({record["token_count"] for record in by_shard.values()})
+    return {
+        "counted_by": kinds[0] if len(kinds) == 1 else "mixed",
+        "by_shard": by_shard,
     }
 
 

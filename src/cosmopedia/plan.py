@@ -178,6 +178,31 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
     )
 
 
+def clean_job(config: dict) -> settings.CleanJob:
+    """The clean settings, with the tokenizer.json found now (cosmopedia.tokens) when
+    text_token_length is to be counted with the model's tokenizer."""
+    from cosmopedia import fingerprint, layout, tokens
+
+    clean = section(settings.Clean, config)
+    if clean.token_count == "engine":
+        return settings.CleanJob(clean, None)
+    model, revision = config["generation"]["model"], config["generation"]["revision"]
+    path = tokens.find(config["clean"]["tokenizer"], model, revision)
+    if path is None:
+        if clean.token_count == "tokenizer":
+            raise PlanError(
+                f"clean.token_count is tokenizer, but no {tokens.TOKENIZER_FILE} of {model} at "
+                f"revision {revision} is in the local Hub cache ({tokens.hub_cache_dir()}): "
+                "download it (hf download MODEL tokenizer.json --revision REV) or set "
+                "clean.tokenizer to the file"
+            )
+        return settings.CleanJob(clean, None)
+    # Hashed once per size and mtime (the seed files' cache): cheap at every planning.
+    sha256 = fingerprint.fingerprints([path], layout.cache_path("seed_fingerprints"))[path]
+    ref = settings.TokenizerFile(config["clean"]["tokenizer"], model, revision, sha256)
+    return settings.CleanJob(clean, ref)
+
+
 def generate_job(config: dict) -> settings.Generate:
     return settings.Generate(dataset_version(config), section(settings.Generation, config))
 

@@ -12,6 +12,8 @@ Schema annotations used here:
   x-operational: true   how a step runs, not what it produces (concurrency, timeouts,
                         retries...): changing it reruns no job (see `result_affecting`).
   x-planning: true      read while planning (file lists, input files), not by the jobs.
+  x-presets: {name: {key: value}}   on a section with a `preset` key: the values a preset
+                        gives the keys the config leaves out (see `apply_presets`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cosmopedia.errors import CliError
 SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
 PLANNING = "x-planning"
+PRESETS = "x-presets"
 
 
 # --- the schema and validation -------------------------------------------------------------
@@ -112,8 +115,27 @@ def validate(instance: Any, node: dict, where: str) -> Any:
 
 
 def validate_config(config: dict) -> dict:
-    """The whole config checked against the schema, defaults filled in."""
-    return validate(config, schema(), "")
+    """The whole config checked against the schema, presets and defaults filled in."""
+    return validate(apply_presets(config, schema()), schema(), "")
+
+
+def apply_presets(config: dict, node: dict) -> dict:
+    """A copy of `config` where each section with a `preset` (schema: x-presets) has the
+    preset's values for the keys it leaves out; keys it gives win. The rest of the defaults
+    come from the schema afterwards, so the resolved config (and the manifest) shows every
+    value a preset chose."""
+    config = copy.deepcopy(config)
+    if not isinstance(config, dict):
+        return config
+    for key, sub in node.get("properties", {}).items():
+        presets = sub.get(PRESETS)
+        part = config.get(key)
+        if not presets or not isinstance(part, dict):
+            continue
+        name = part.get("preset", sub["properties"]["preset"]["default"])
+        for name_key, value in presets.get(name, {}).items():
+            part.setdefault(name_key, copy.deepcopy(value))
+    return config
 
 
 def result_affecting(value: dict, node: dict) -> dict:
@@ -350,6 +372,9 @@ class Clean:
     SCHEMA_PATH: ClassVar = ("clean",)
     min_tokens: int
     boilerplate_openers: tuple[str, ...]
+    strip: bool
+    token_count: str
+    count_special_tokens: bool
 
 
 @dataclass(frozen=True)
@@ -360,6 +385,8 @@ class Minhash:
     hashes_per_bucket: int
     seed: int
     precision: int
+    hash_fc: str
+    normalization: str
     tokenizer: str
 
 
@@ -417,6 +444,23 @@ class Prompts:
     templates: str | None  # the set's file
     variant: str | None  # the family's variant in the set
     templates_sha256: str
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """The tokenizer.json planning found: a configured path (`path`) or, with `path` None,
+    the Hub cache's file of `model` at `revision`; the job checks its sha256."""
+
+    path: str | None
+    model: str
+    revision: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CleanJob:
+    clean: Clean
+    tokenizer: TokenizerFile | None  # None: text_token_length stays the engine's count
 
 
 @dataclass(frozen=True)

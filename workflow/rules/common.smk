@@ -104,7 +104,8 @@ def prompts_settings(wildcards):
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
 GENERATE_SETTINGS = settings(plan.generate_job(config))
 GENERATE_REQUEST = settings(plan.generate_request(config))
-CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
+# With the model's tokenizer.json when it is on disk (counts text_token_length as Cosmopedia).
+CLEAN_SETTINGS = settings(plan.clean_job(config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
 # The benchmarks step needs only the N-gram size: a threshold change reruns it not.
