@@ -360,5 +360,20 @@ def test_cosmopedia_config_dry_run_plans_offline(tmp_path):
     )
     out = proc.stdout + proc.stderr
     ingest = next(line for line in out.splitlines() if line.split()[:1] == ["ingest"])
-    assert int(ingest.split()[1]) >= 10
+    assert int(ingest.split()[1]) == 296  # every listed Hub file of the nine sources
     assert not (workdir / "results").exists()
+
+    # A placeholder left in the config is refused at planning, named, before any job.
+    config = yaml.safe_load((workdir / "config" / "cosmopedia.yaml").read_text())
+    config["sources"]["stanford"]["hub"]["revision"] = "PLACEHOLDER-commit-sha"
+    config["generation"]["revision"] = "PLACEHOLDER"
+    (workdir / "config" / "placeholders.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(
+        workdir, "-n", "--configfile", str(workdir / "config" / "placeholders.yaml"), check=False
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "the config still holds 2 placeholder value(s)" in out
+    assert "sources.stanford.hub.revision = 'PLACEHOLDER-commit-sha'" in out
+    assert "generation.revision = 'PLACEHOLDER'" in out
+    assert "cosmopedia lock" in proc.stdout + proc.stderr

@@ -46,6 +46,30 @@ def shard_name(path: str) -> str:
     raise PlanError(f"seed file {path!r} is not one of {', '.join(SEED_SUFFIXES)}")
 
 
+PLACEHOLDER = "PLACEHOLDER"
+
+
+def placeholders(value, where: str = "") -> list[str]:
+    """Every config value (string) that still holds PLACEHOLDER, by its key path."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in placeholders(v, f"{where}.{k}".strip("."))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in placeholders(v, f"{where}[{i}]")]
+    if isinstance(value, str) and PLACEHOLDER in value:
+        return [f"{where} = {value!r}"]
+    return []
+
+
+def check_placeholders(config: dict) -> None:
+    """Refuse, naming them, config values left as placeholders (before any job runs)."""
+    if found := placeholders(config):
+        shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+        raise PlanError(
+            f"the config still holds {len(found)} placeholder value(s): {shown}. Fill them "
+            "(cosmopedia lock --configfile FILE pins Hub revisions and file lists)"
+        )
+
+
 def plan_shards(config: dict) -> list[Shard]:
     """One shard per seed file of every source, sorted by (source, shard).
 
@@ -55,6 +79,7 @@ def plan_shards(config: dict) -> list[Shard]:
     """
     from cosmopedia.prompts import check_source
 
+    check_placeholders(config)
     shards = []
     for source, spec in sorted(config["sources"].items()):
         if ("files" in spec) == ("hub" in spec):
