@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
     "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
     "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
+    "lock": (
+        "cosmopedia.lock",
+        "main",
+        "Pin (or --check) a config's Hub revisions and data file lists from the Hub",
+    ),
     "metadata": (
         "cosmopedia.io",
         "metadata_main",
