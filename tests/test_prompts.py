@@ -254,3 +254,18 @@ def test_template_entry_with_an_unknown_key_or_bad_braces_is_named():
     entry = {"format": "b", "audience": "g", "template": '"{extract}" {oops'}
     with pytest.raises(CliError, match=r"web_samples.blogpost.template: malformed braces"):
         check_templates("web_samples", {"blogpost": entry}, ["blogpost"])
+
+
+def test_fan_out_all_builds_every_style_per_row_with_stable_ids():
+    templates = load_family_templates(TEMPLATES, "web_samples")
+    seeds = web_seeds(10)
+    styles = ["wikihow", "blogpost"]  # the set's order (blogpost first) wins over the list's
+    full = build_prompts(seeds, templates, web_settings(styles=styles, fan_out="all"))
+    assert full.height == 20
+    assert full["id"].to_list()[:2] == ["web/s/0000000/blogpost", "web/s/0000000/wikihow"]
+    assert full["id"].n_unique() == full.height
+    # Each (row, style) has its own RNG: other rows and styles change nothing.
+    alone = build_prompts(
+        seeds.tail(1), templates, web_settings(styles=["blogpost"], fan_out="all")
+    )
+    assert alone.row(0) == full.filter(pl.col("id") == "web/s/0000009/blogpost").row(0)

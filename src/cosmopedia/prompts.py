@@ -78,18 +78,14 @@ CHOICE_KEY = {
     "prompts": None,
 }
 ENTRY_KEYS = ("format", "audience", "template")
-# syntax: markers -- the builders of the original (`builder` of a variant) and the
-# families they serve.
+# syntax: markers -- the original's builders (a variant's `builder`): the families each
+# serves and the texts of its entries (the rest of an entry: labels and provenance).
 MARKER_BUILDERS = {
-    "web_extract": "web_samples",
-    "snippet": ("stories", "auto_math_text"),
-    "openstax_book": "openstax",
+    "web_extract": (("web_samples",), ("template",)),
+    "snippet": (("stories", "auto_math_text"), ("template",)),
+    "openstax_book": (("openstax",), ("beginning", "criteria")),
 }
-# Entry keys of a markers set: labels, the texts, and provenance that is only recorded.
-MARKER_ENTRY_TEXTS = {"web_extract": ("template",), "snippet": ("template",)}
-MARKER_ENTRY_TEXTS["openstax_book"] = ("beginning", "criteria")
 MARKER_ENTRY_INFO = {"format", "audience", "labels", "sha256", "quirks", "original_key"}
-FAN_OUT = ("one", "all")
 
 PROMPT_COLUMNS = [
     "id", "source", "family", "prompt", "seed_data", "format", "audience", "seed_text"
@@ -210,15 +206,14 @@ def _check_format_block(family: str, templates: dict, names: list[str]) -> None:
 def _check_marker_block(block: template_files.Block, names: list[str]) -> None:
     where = f"templates {block.set}: {block.family}.{block.variant}"
     builder = block.options.get("builder")
-    families = MARKER_BUILDERS.get(builder, ())
-    if block.family not in (families if isinstance(families, tuple) else (families,)):
+    families, texts = MARKER_BUILDERS.get(builder, ((), ()))
+    if block.family not in families:
         raise CliError(f"{where}: builder {builder!r} does not build family {block.family}")
     markers = block.options.get("markers")
     if not isinstance(markers, list) or not all(
         isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in markers
     ):
         raise CliError(f"{where}: `markers` must be a list of [marker, field] pairs")
-    texts = MARKER_ENTRY_TEXTS[builder]
     for name in names:
         entry, _ = _entry_of(block, name)
         label = f"{where}.{name}"
