@@ -62,9 +62,13 @@ PROMPTS_DEFAULTS = {
     "seed": 0,
     "styles": None,
     "audiences": None,
+    "fan_out": "one",
+    "seed_data": "seeds",
     "extract_max_chars": 1000,
     "topic_probability": 0.5,
+    "template_set": "project",
     "templates": "resources/prompts/templates.yaml",
+    "variant": None,
     "templates_sha256": "",
 }
 

@@ -47,6 +47,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "check_config_main",
         "Check a config file as planning does (YAML line and column, schema, shards)",
     ),
+    "lock": (
+        "cosmopedia.lock",
+        "main",
+        "Pin (or --check) a config's Hub revisions and data file lists from the Hub",
+    ),
     "metadata": (
         "cosmopedia.io",
         "metadata_main",

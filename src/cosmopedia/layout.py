@@ -91,8 +91,9 @@ CACHE_FILES = {
     "seed_fingerprints": ".snakemake/cosmopedia/seed_fingerprints.json",
 }
 
-# Released file of one shard, relative to the dataset folder (one config per family).
-DATASET_SHARD = "data/{family}/{source}/{shard}.parquet"
+# Released file of one shard, relative to the dataset folder: one dataset config per source
+# (sources.<name>.dataset_config, the source's name by default), as Cosmopedia's configs.
+DATASET_SHARD = "data/{config}/{source}/{shard}.parquet"
 
 
 def shard_path(root: str, stage: str, source: str, shard: str) -> str:

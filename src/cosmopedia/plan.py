@@ -46,6 +46,30 @@ def shard_name(path: str) -> str:
     raise PlanError(f"seed file {path!r} is not one of {', '.join(SEED_SUFFIXES)}")
 
 
+PLACEHOLDER = "PLACEHOLDER"
+
+
+def placeholders(value, where: str = "") -> list[str]:
+    """Every config value (string) that still holds PLACEHOLDER, by its key path."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in placeholders(v, f"{where}.{k}".strip("."))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in placeholders(v, f"{where}[{i}]")]
+    if isinstance(value, str) and PLACEHOLDER in value:
+        return [f"{where} = {value!r}"]
+    return []
+
+
+def check_placeholders(config: dict) -> None:
+    """Refuse, naming them, config values left as placeholders (before any job runs)."""
+    if found := placeholders(config):
+        shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+        raise PlanError(
+            f"the config still holds {len(found)} placeholder value(s): {shown}. Fill them "
+            "(cosmopedia lock --configfile FILE pins Hub revisions and file lists)"
+        )
+
+
 def plan_shards(config: dict) -> list[Shard]:
     """One shard per seed file of every source, sorted by (source, shard).
 
@@ -55,6 +79,7 @@ def plan_shards(config: dict) -> list[Shard]:
     """
     from cosmopedia.prompts import check_source
 
+    check_placeholders(config)
     shards = []
     for source, spec in sorted(config["sources"].items()):
         if ("files" in spec) == ("hub" in spec):
@@ -64,7 +89,7 @@ def plan_shards(config: dict) -> list[Shard]:
                 f"Face dataset at a pinned revision), not {which}"
             )
         try:
-            check_source(source, spec, config["prompts"]["templates"])
+            check_source(source, spec, config)
         except CliError as exc:
             raise PlanError(str(exc)) from None
         if "hub" in spec:
@@ -107,8 +132,11 @@ def dataset_version(config: dict) -> str:
 
 def ingest_job(config: dict, source: str) -> settings.Ingest:
     """A source's ingest settings; `shard_ingest_job` adds each shard's seed file."""
+    from cosmopedia.prompts import source_block
+
     spec = config["sources"][source]
     hub_spec = spec.get("hub")
+    block = source_block(config, source)
     return settings.Ingest(
         source=source,
         family=spec["family"],
@@ -118,6 +146,8 @@ def ingest_job(config: dict, source: str) -> settings.Ingest:
         max_chars=spec["max_chars"],
         # The file list stays out: adding a file must not rerun the other shards.
         hub=None if hub_spec is None else section(settings.HubDataset, hub_spec, "hub"),
+        # A set whose builders strip as the original did gets the seed text as given.
+        verbatim=True if block is not None and block.seed_fields == "verbatim" else None,
     )
 
 
@@ -147,21 +177,55 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
 
     spec = config["sources"][source]
     prompts = config["prompts"]
-    family_templates = builders.family_templates(prompts["templates"], spec["family"])
+    block = builders.source_block(config, source)
     # styles/audiences as given; the family's list defaults to all its templates.
-    choices = builders.choice_settings(spec["family"], spec, family_templates)
+    choices = builders.choice_settings(spec["family"], spec, block)
+    set_name = path = None
+    if block is not None:
+        set_name, path = builders.template_set_path(config, spec)
     return settings.Prompts(
         source=source,
         family=spec["family"],
         seed=config["seed"],
         styles=None if choices["styles"] is None else tuple(choices["styles"]),
         audiences=None if choices["audiences"] is None else tuple(choices["audiences"]),
+        fan_out=spec["fan_out"],
+        seed_data=spec["seed_data"] or source,
         extract_max_chars=prompts["extract_max_chars"],
         topic_probability=prompts["topic_probability"],
-        templates=prompts["templates"],
-        # Only this family's templates: editing another family's reruns nothing here.
-        templates_sha256=sha256_text(settings.canonical_json(family_templates)),
+        template_set=set_name,
+        templates=path,
+        variant=None if block is None else block.variant,
+        # Only this source's block: editing another family's templates reruns nothing here.
+        templates_sha256=sha256_text(
+            settings.canonical_json({} if block is None else block.identity())
+        ),
     )
+
+
+def clean_job(config: dict) -> settings.CleanJob:
+    """The clean settings, with the tokenizer.json found now (cosmopedia.tokens) when
+    text_token_length is to be counted with the model's tokenizer."""
+    from cosmopedia import fingerprint, layout, tokens
+
+    clean = section(settings.Clean, config)
+    if clean.token_count == "engine":
+        return settings.CleanJob(clean, None)
+    model, revision = config["generation"]["model"], config["generation"]["revision"]
+    path = tokens.find(config["clean"]["tokenizer"], model, revision)
+    if path is None:
+        if clean.token_count == "tokenizer":
+            raise PlanError(
+                f"clean.token_count is tokenizer, but no {tokens.TOKENIZER_FILE} of {model} at "
+                f"revision {revision} is in the local Hub cache ({tokens.hub_cache_dir()}): "
+                "download it (hf download MODEL tokenizer.json --revision REV) or set "
+                "clean.tokenizer to the file"
+            )
+        return settings.CleanJob(clean, None)
+    # Hashed once per size and mtime (the seed files' cache): cheap at every planning.
+    sha256 = fingerprint.fingerprints([path], layout.cache_path("seed_fingerprints"))[path]
+    ref = settings.TokenizerFile(config["clean"]["tokenizer"], model, revision, sha256)
+    return settings.CleanJob(clean, ref)
 
 
 def generate_job(config: dict) -> settings.Generate:
@@ -247,7 +311,7 @@ def dataset_job(config: dict, revision: dict) -> settings.Dataset:
         name=config["dataset"]["name"],
         version=config["dataset"]["version"],
         license=config["dataset"]["license"],
-        families={s: spec["family"] for s, spec in sorted(config["sources"].items())},
+        configs={s: spec["dataset_config"] or s for s, spec in sorted(config["sources"].items())},
         seed_scheme=SEED_SCHEME,
         project=revision,
         # The whole resolved config (defaults filled in): enough to rebuild the version.
@@ -301,7 +365,7 @@ def check_config_main(args) -> int:
     the schema and planning checks the workflow runs before any job."""
     from cosmopedia import yamlfile
 
-    config = settings.validate_config(yamlfile.load(args.configfile) or {})
+    config = settings.validate_config(yamlfile.read(args.configfile) or {})
     shards = plan_shards(config)
     generate_job(config)
     minhash_previous_indexes(config)

@@ -12,6 +12,8 @@ Schema annotations used here:
   x-operational: true   how a step runs, not what it produces (concurrency, timeouts,
                         retries...): changing it reruns no job (see `result_affecting`).
   x-planning: true      read while planning (file lists, input files), not by the jobs.
+  x-presets: {name: {key: value}}   on a section with a `preset` key: the values a preset
+                        gives the keys the config leaves out (see `apply_presets`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from cosmopedia.jsonvalues import is_int, is_number
 SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
 PLANNING = "x-planning"
+PRESETS = "x-presets"
 
 
 # --- the schema and validation -------------------------------------------------------------
@@ -48,7 +51,7 @@ def schema_path() -> str:
 @functools.cache
 def schema() -> dict:
     with open(schema_path(), encoding="utf-8") as f:
-        return yamlfile.loads(f.read(), schema_path())
+        return yamlfile.parse(f.read(), schema_path())
 
 
 def subschema(path: tuple[str, ...]) -> dict:
@@ -103,8 +106,27 @@ def validate(instance: Any, node: dict, where: str) -> Any:
 
 
 def validate_config(config: dict) -> dict:
-    """The whole config checked against the schema, defaults filled in."""
-    return validate(config, schema(), "")
+    """The whole config checked against the schema, presets and defaults filled in."""
+    return validate(apply_presets(config, schema()), schema(), "")
+
+
+def apply_presets(config: dict, node: dict) -> dict:
+    """A copy of `config` where each section with a `preset` (schema: x-presets) has the
+    preset's values for the keys it leaves out; keys it gives win. The rest of the defaults
+    come from the schema afterwards, so the resolved config (and the manifest) shows every
+    value a preset chose."""
+    config = copy.deepcopy(config)
+    if not isinstance(config, dict):
+        return config
+    for key, sub in node.get("properties", {}).items():
+        presets = sub.get(PRESETS)
+        part = config.get(key)
+        if not presets or not isinstance(part, dict):
+            continue
+        name = part.get("preset", sub["properties"]["preset"]["default"])
+        for name_key, value in presets.get(name, {}).items():
+            part.setdefault(name_key, copy.deepcopy(value))
+    return config
 
 
 def result_affecting(value: dict, node: dict) -> dict:
@@ -247,7 +269,7 @@ def load(cls, value: str):
         except OSError as exc:
             raise CliError(f"--settings {value}: {exc}") from exc
         if path.suffix in (".yaml", ".yml"):
-            data = yamlfile.loads(text, path) or {}
+            data = yamlfile.parse(text, path) or {}
         else:
             data = _json(text, f"--settings {value}")
     else:
@@ -341,6 +363,9 @@ class Clean:
     SCHEMA_PATH: ClassVar = ("clean",)
     min_tokens: int
     boilerplate_openers: tuple[str, ...]
+    strip: bool
+    token_count: str
+    count_special_tokens: bool
 
 
 @dataclass(frozen=True)
@@ -351,6 +376,8 @@ class Minhash:
     hashes_per_bucket: int
     seed: int
     precision: int
+    hash_fc: str
+    normalization: str
     tokenizer: str
 
 
@@ -389,6 +416,8 @@ class Ingest:
     hub: HubDataset | None = None
     seed: str | None = None  # the seed file: a path, or an hf://datasets/... reference
     seed_sha256: str | None = None  # a local file's sha256 when planned (ingest checks it)
+    # True when the source's template set keeps seed text as given (seed_fields: verbatim).
+    verbatim: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -398,10 +427,31 @@ class Prompts:
     seed: int  # the config's seed: salt of the per-row random choices
     styles: tuple[str, ...] | None
     audiences: tuple[str, ...] | None
+    fan_out: str  # one (a style drawn per seed unit) | all (every style, the set's order)
+    seed_data: str  # the seed_data label of the source's rows
     extract_max_chars: int
     topic_probability: float
-    templates: str
+    template_set: str | None  # the set's name (None for the `prompts` family)
+    templates: str | None  # the set's file
+    variant: str | None  # the family's variant in the set
     templates_sha256: str
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """The tokenizer.json planning found: a configured path (`path`) or, with `path` None,
+    the Hub cache's file of `model` at `revision`; the job checks its sha256."""
+
+    path: str | None
+    model: str
+    revision: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CleanJob:
+    clean: Clean
+    tokenizer: TokenizerFile | None  # None: text_token_length stays the engine's count
 
 
 @dataclass(frozen=True)
@@ -415,7 +465,7 @@ class Dataset:
     name: str
     version: str
     license: str
-    families: Mapping[str, str]
+    configs: Mapping[str, str]  # source -> the dataset config holding its rows
     seed_scheme: str
     project: Mapping[str, Any]
     config: Mapping[str, Any]

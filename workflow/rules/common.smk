@@ -20,7 +20,7 @@ try:
     # Snakemake's YAML loading keeps the last of duplicated keys (a source declared twice
     # would vanish): read the config files again, strictly.
     for configfile_path in workflow.configfiles:
-        yamlfile.load(configfile_path)
+        yamlfile.read(configfile_path)
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
     SHARDS = plan.plan_shards(config)
@@ -111,7 +111,8 @@ def prompts_settings(wildcards):
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
 GENERATE_SETTINGS = settings(GENERATE_JOB)
 GENERATE_REQUEST = settings(plan.generate_request(config))
-CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
+# With the model's tokenizer.json when it is on disk (counts text_token_length as Cosmopedia).
+CLEAN_SETTINGS = settings(plan.clean_job(config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
 # The benchmarks step needs only the N-gram size: a threshold change reruns it not.
