@@ -164,6 +164,24 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
     )
 
 
+def move_endpoint_credentials(config: dict, environ) -> bool:
+    """Credentials in `generation.endpoint_url` (`https://user:pw@host`, `?api_key=...`)
+    leave the config, in place, for `environ` (the Snakemake process's environment, which
+    its jobs inherit; a Slurm job parses the workflow again and sets it again). The config,
+    and so every setting, param, command line, log and manifest built from it, holds the
+    URL without them. True if there were any."""
+    generation = config.get("generation") or {}
+    url = generation.get("endpoint_url")
+    if not isinstance(url, str):
+        return False
+    credentials = redact.split_url(url)
+    if not credentials:
+        return False
+    generation["endpoint_url"] = credentials.url
+    environ[redact.ENDPOINT_CREDENTIALS_VAR] = credentials.to_json()
+    return True
+
+
 def generate_job(config: dict) -> settings.Generate:
     """The generate jobs' settings, checked by their engine (settings that do not go
     together fail `snakemake -n`, not a job queued for GPUs)."""
@@ -302,6 +320,7 @@ def check_config_main(args) -> int:
     from cosmopedia import yamlfile
 
     config = settings.validate_config(yamlfile.load(args.configfile) or {})
+    move_endpoint_credentials(config, {})
     shards = plan_shards(config)
     generate_job(config)
     minhash_previous_indexes(config)

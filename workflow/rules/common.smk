@@ -23,6 +23,10 @@ try:
         yamlfile.load(configfile_path)
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
+    # Credentials in generation.endpoint_url move to this process's environment, which
+    # the jobs inherit (a Slurm job parses this file again): no param, command line, log
+    # or manifest holds them (cosmopedia.redact, config/README.md).
+    plan.move_endpoint_credentials(config, os.environ)
     SHARDS = plan.plan_shards(config)
     # Index files of the versions in minhash.index_from (may be none).
     MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])

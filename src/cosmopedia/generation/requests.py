@@ -17,7 +17,7 @@ import httpx2
 import polars as pl
 from huggingface_hub import errors
 
-from cosmopedia import settings
+from cosmopedia import redact, settings
 from cosmopedia.generation.routes import EngineHTTPError
 from cosmopedia.seeding import rng_for
 
@@ -134,8 +134,10 @@ def record(
 
 
 def failure_record(request: Request, attempts: int, exc: Exception, cause: str, transient: bool):
-    """The record of a row whose retries ran out (or whose failure is not transient)."""
+    """The record of a row whose retries ran out (or whose failure is not transient). Its
+    message is redacted: an error may quote the URL, with its query parameters."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = redact.text(message)
     return record(
         request,
         attempts,

@@ -23,7 +23,7 @@ import time
 
 import polars as pl
 
-from cosmopedia import io, settings
+from cosmopedia import io, redact, settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines, routes
 from cosmopedia.generation.chat_template import (
@@ -95,7 +95,9 @@ def run(
     pending = [r for r in requests if r.id not in reused]
     log.info("%d rows, %d reused from %s", len(requests), len(reused), checkpoint)
 
-    routes.use_plain_http_client(g.concurrency, engine.external)
+    # A server the job does not run gets the endpoint's query parameters and credentials.
+    access = redact.endpoint_access(g.endpoint_url) if engine.external and g.endpoint_url else None
+    routes.use_plain_http_client(g.concurrency, engine.external, access)
     with sigterm_raises(), contextlib.ExitStack() as stack:
         started_at = time.monotonic()
         started = engine.start(engine_log, stack)
@@ -107,7 +109,7 @@ def run(
         try:
             stream, concurrency = asyncio.run(
                 stream_shard(
-                    engine, started, ckpt, chat_server, pending, len(requests), len(reused)
+                    engine, started, ckpt, chat_server, pending, len(requests), len(reused), access
                 )
             )
         except EngineDied as exc:

@@ -21,6 +21,7 @@ from cosmopedia.generation import requests, routes
 from cosmopedia.generation.checkpoint import Checkpoint
 from cosmopedia.generation.engines import Engine, Server, Started
 from cosmopedia.generation.requests import Request
+from cosmopedia.redact import EndpointAccess
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,15 @@ async def stream_shard(
     pending: list[Request],
     total: int,
     reused: int,
+    access: EndpointAccess | None = None,
 ) -> tuple[Stream, int]:
-    """Send `pending` through the started servers: (the finished stream, its concurrency)."""
+    """Send `pending` through the started servers: (the finished stream, its concurrency).
+    `access`: an endpoint's query parameters and credentials, sent with every request."""
     generation = engine.generation
     capacities = [server.capacity for server in started.servers]
     concurrency = min(generation.concurrency, sum(capacities))
-    async with routes.plain_http_client(generation.concurrency, engine.external) as http:
+    http = routes.plain_http_client(generation.concurrency, engine.external, access)
+    async with http:
         instances = [
             Instance(server, engine.make_route(chat_server, server.url, http))
             for server in started.servers
