@@ -11,7 +11,8 @@ moves them out of the URL (`split_url`) into the environment variable
 COSMOPEDIA_ENDPOINT_CREDENTIALS of the Snakemake process, which its jobs inherit (and
 which every Slurm job sets again when it parses the workflow); the job reads them back
 (`endpoint_access`) and sends the userinfo as HTTP Basic auth and the secret query
-parameters with every request. A leaf module.
+parameters with every request. The variable may also be set by hand to the endpoint's URL
+with its credentials, which keeps them out of config files altogether. A leaf module.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
         if v and (k in KNOWN_SECRET_VARS or (SECRET_NAME_RE.search(k) and len(v) >= 8))
     }
     # The endpoint's credentials, one by one (the variable holds them as JSON).
-    credentials = UrlCredentials.from_json(environ.get(ENDPOINT_CREDENTIALS_VAR))
+    credentials = UrlCredentials.from_env_value(environ.get(ENDPOINT_CREDENTIALS_VAR))
     if credentials is not None:
         values |= {v for v in credentials.values() if len(v) >= MIN_SECRET_CHARS}
     return sorted(values, key=len, reverse=True)
@@ -151,10 +152,14 @@ class UrlCredentials:
         )
 
     @classmethod
-    def from_json(cls, value: str | None) -> UrlCredentials | None:
-        """The credentials of ENDPOINT_CREDENTIALS_VAR; None if unset or not readable."""
+    def from_env_value(cls, value: str | None) -> UrlCredentials | None:
+        """The credentials of ENDPOINT_CREDENTIALS_VAR: the JSON planning writes, or the
+        endpoint's URL with its credentials (set by hand, to keep them out of config files);
+        None if unset or not readable."""
         if not value:
             return None
+        if value.startswith(("http://", "https://")):
+            return split_url(value)
         try:
             data = json.loads(value)
             query = tuple((str(k), str(v)) for k, v in data.get("query") or ())
@@ -212,7 +217,7 @@ def endpoint_access(url: str, environ: Mapping[str, str] | None = None) -> Endpo
     Credentials still in `url` (a step run by hand) are used as well."""
     environ = os.environ if environ is None else environ
     own = split_url(url)
-    moved = UrlCredentials.from_json(environ.get(ENDPOINT_CREDENTIALS_VAR))
+    moved = UrlCredentials.from_env_value(environ.get(ENDPOINT_CREDENTIALS_VAR))
     if moved is None or moved.url != own.url:
         moved = UrlCredentials(own.url)
     parts = urllib.parse.urlsplit(own.url)
