@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -603,3 +604,41 @@ def test_sigkill_at_random_points_loses_only_requests_in_flight(reference, tmp_p
     assert served["repeats"] == sum(in_flight_at_kills)
     assert served["requests"] == 30 + sum(in_flight_at_kills)
     assert served["ok"] + served["disconnected"] == served["requests"]
+
+
+def smoke_faults(attempts_faulted: int, rate: float = 0.5) -> dict:
+    """Dummy fault settings under which the first `attempts_faulted` smoke requests (as
+    probes.tgi_smoke_payload sends them) meet a 503 and the next one, if any, does not."""
+    from cosmopedia.generation import probes
+    from cosmopedia.generation.dummy.faults import Faults
+
+    def draw(seed: int, attempt: int) -> str | None:
+        raw = json.dumps(probes.tgi_smoke_payload(attempt)).encode()
+        request_hash = hashlib.sha256(b"generate\0" + raw).hexdigest()
+        return Faults(seed=seed, rate_503=rate).draw(request_hash, 0)
+
+    for seed in range(1000):
+        faulted = [draw(seed, a) == "unavailable" for a in range(1, attempts_faulted + 2)]
+        if all(faulted[:-1]) and not faulted[-1]:
+            return {"seed": seed, "rate_503": rate}
+    raise AssertionError("no such fault seed")
+
+
+def test_a_fault_on_the_smoke_request_is_retried_with_another_seed(reference, tmp_path):
+    """The same smoke request on every fresh server would meet the same injected fault on
+    every rerun: each attempt asks with another seed, retried with backoff."""
+    prompts, _, _ = reference
+    config = settings(max_retries=8, dummy={"faults": smoke_faults(2)})
+    code, paths = run_cli(tmp_path, "smoke", prompts, config)
+    assert code == 0
+    assert json.loads(paths["provenance"].read_text())["rows"] == 30
+
+
+def test_a_smoke_request_that_never_succeeds_fails_the_job(reference, tmp_path):
+    prompts, _, _ = reference
+    config = settings(max_retries=2, dummy={"faults": smoke_faults(3, rate=0.9)})
+    paths = job_paths(tmp_path, "job")
+    job = start_job(prompts, config, paths, stderr=subprocess.PIPE, text=True)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode != 0
+    assert "smoke request to" in stderr and "(attempt 3 of 3): HTTP 503" in stderr

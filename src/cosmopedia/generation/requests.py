@@ -4,7 +4,7 @@ classified (retried or not), the backoff between attempts, and the row's result 
 Each row gets a seed derived from (dataset version, row id) (`cosmopedia.seeding`); its
 key hashes everything that determines the request, so a checkpointed row is reused only
 while the key still matches. Failures are retried by error class with seeded, jittered
-exponential backoff.
+exponential backoff (`probes.backoff_s`, shared with the smoke request).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from huggingface_hub import errors
 
 from cosmopedia import redact, settings
 from cosmopedia.generation.routes import EngineHTTPError
-from cosmopedia.seeding import rng_for
 
 # The columns each row gets in the generations shard.
 RESULT_SCHEMA = {
@@ -65,12 +64,6 @@ def request_key(
         fields["context"] = context
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def backoff_s(row_id: str, attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter from a seeded RNG (reruns wait the same)."""
-    delay = min(cap, base * 2 ** (attempt - 1))
-    return delay * (0.5 + 0.5 * rng_for("backoff", row_id, attempt).random())
 
 
 def _by_status(status: int) -> tuple[str, bool]:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from cosmopedia import settings
-from cosmopedia.generation import requests, routes
+from cosmopedia.generation import probes, requests, routes
 from cosmopedia.generation.checkpoint import Checkpoint
 from cosmopedia.generation.engines import Engine, Server, Started
 from cosmopedia.generation.requests import Request
@@ -180,7 +180,7 @@ class Stream:
                 instance.in_flight -= 1
             self.retries += 1
             await asyncio.sleep(
-                requests.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
+                probes.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
             )
 
 
