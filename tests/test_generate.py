@@ -642,3 +642,52 @@ def test_a_smoke_request_that_never_succeeds_fails_the_job(reference, tmp_path):
     _, stderr = job.communicate(timeout=60)
     assert job.returncode != 0
     assert "smoke request to" in stderr and "(attempt 3 of 3): HTTP 503" in stderr
+
+
+def test_previous_output_is_reused_and_failed_rows_are_sent_again_on_request(reference, tmp_path):
+    """A rerun of a finished shard (Snakemake deleted its output) reuses the previous
+    output's rows, failed ones included; with retry_failed it sends just the failed rows."""
+    prompts, _, first = reference
+    faults = {"faults": {"rate_503": 0.4, **smoke_faults(0, rate=0.4)}}
+    paths = job_paths(tmp_path, "job")
+    extra = {
+        "previous": tmp_path / "job.previous",
+        "retry_state": tmp_path / "job.retry.json",
+    }
+
+    def run(config, retry_param=""):
+        argv = cli_args(prompts, config, paths)
+        argv += ["--previous", str(extra["previous"]), "--retry-state", str(extra["retry_state"])]
+        assert cli.main([*argv, f"--retry-param={retry_param}"]) == 0
+        paths["output"].unlink()  # as Snakemake does before the job runs again
+        return json.loads(paths["provenance"].read_text())
+
+    prov = run(settings(max_retries=0, dummy=faults))
+    failed = prov["failed"]
+    assert failed > 0 and prov["failures_by_cause"] == {"unavailable": failed}
+    failed_output = (extra["previous"] / "generations.parquet").read_bytes()
+    state = json.loads(extra["retry_state"].read_text())
+    assert state == {
+        "failed_rows": failed,
+        "failures_by_cause": {"unavailable": failed},
+        "retry_param": "",
+    }
+
+    # Rerun without retry_failed (--forcerun): every row reused, the failed ones as failed.
+    prov = run(settings(max_retries=0, dummy=faults))
+    assert prov["reused_from_previous_output"] == 30 and prov["instances"][0]["requests"] == 0
+    assert (extra["previous"] / "generations.parquet").read_bytes() == failed_output
+
+    # retry_failed: the failed rows and nothing else, with their earlier attempt counted.
+    prov = run(settings(retry_failed=True), retry_param="retry 1")
+    assert prov["failed_rows_sent_again"] == failed and prov["failed"] == 0
+    assert prov["instances"][0]["requests"] == failed
+    assert prov["reused_from_previous_output"] == 30 - failed
+    out = pl.read_parquet(extra["previous"] / "generations.parquet")
+    assert out.drop("attempts").equals(pl.read_parquet(first["output"]).drop("attempts"))
+    assert out["attempts"].sum() == 30 + failed
+    state = json.loads(extra["retry_state"].read_text())
+    assert state == {"failed_rows": 0, "failures_by_cause": {}, "retry_param": "retry 1"}
+    # A shard without failed rows that never ran with a retry param has no state file.
+    run(settings())
+    assert not extra["retry_state"].exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,44 @@ def generate_request(config: dict) -> dict:
         config["generation"], settings.subschema(("generation",))
     )
     return {"dataset_version": dataset_version(config), **generation}
+
+
+def generate_retry_params(root: str, retry_failed: bool) -> dict[str, str]:
+    """{source}/{shard} -> the generate rule's `retry` param, for the shards that have a
+    retry state file (failed rows, or retried once; written by the generate job, see
+    `runner.write_retry_state`); every other shard's is "".
+
+    Snakemake reruns a job whose params changed. The param is the one the shard's last
+    job ran with (so nothing reruns), except with `retry_failed` for a shard with failed
+    rows: a new value derived from that one, so exactly those shards rerun (once per
+    Snakemake run) and their jobs send the failed rows again. One glob: the few shards
+    with a file are read.
+    """
+    from cosmopedia import layout
+
+    pattern = layout.shard_pattern(root, "generation_retry")
+    shard_re = re.compile(
+        re.escape(pattern)
+        .replace(re.escape("{source}"), "(?P<source>[^/]+)")
+        .replace(re.escape("{shard}"), "(?P<shard>[^/]+)")
+    )
+    params = {}
+    for path in glob.glob(layout.shard_glob(root, "generation_retry")):
+        match = shard_re.fullmatch(path)
+        if match is None:
+            continue
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+            ran_with = str(state["retry_param"])
+            failed = int(state["failed_rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a broken file: that shard is not retried
+        if retry_failed and failed > 0:
+            digest = sha256_text(f"{ran_with}\0{failed}")[:12]
+            params[f"{match['source']}/{match['shard']}"] = f"retry {failed} failed rows {digest}"
+        else:
+            params[f"{match['source']}/{match['shard']}"] = ran_with
+    return params
 
 
 def minhash_previous_indexes(config: dict) -> list[list[str]]:

@@ -111,10 +111,18 @@ def prompts_settings(wildcards):
     return PROMPTS_SETTINGS[wildcards.source]
 
 
+@per_shard
+def generate_retry(wildcards):
+    return GENERATE_RETRY.get(f"{wildcards.source}/{wildcards.shard}", "")
+
+
 # Every generation setting, operational ones included, for the command (not compared);
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
 GENERATE_SETTINGS = settings(GENERATE_JOB)
 GENERATE_REQUEST = settings(plan.generate_request(config))
+# Shards with failed rows rerun with generation.retry_failed: their `retry` param changes
+# (plan.generate_retry_params reads generations/<source>/<shard>.retry.json).
+GENERATE_RETRY = plan.generate_retry_params(ROOT, config["generation"]["retry_failed"])
 CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))

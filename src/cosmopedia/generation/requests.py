@@ -38,6 +38,29 @@ class Request:
     prompt: str  # as sent (the chat template applied, if the client applies it)
     seed: int
     key: str
+    # Sendings of this row in earlier runs (a failed row sent again): its record counts
+    # every attempt.
+    prior_attempts: int = 0
+
+
+def request_fields(
+    model: str, revision: str, sampling: settings.Sampling, context: dict | None = None
+) -> dict:
+    """What every row's request of a shard shares (its key hashes them with the prompt and
+    seed). `context` (the route and chat template, when not TGI's /generate with raw
+    prompts) joins only when set, so keys of plain requests stay the same."""
+    fields = {"model": model, "revision": revision, "sampling": settings.to_dict(sampling)}
+    if context:
+        fields["context"] = context
+    return fields
+
+
+def key_of(prompt: str, seed: int, fields: dict) -> str:
+    """The key of the request of `prompt` with `seed` and the shared `fields`."""
+    payload = json.dumps(
+        {"prompt": prompt, "seed": seed, **fields}, sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def request_key(
@@ -48,22 +71,8 @@ def request_key(
     sampling: settings.Sampling,
     context: dict | None = None,
 ) -> str:
-    """Identifies a request: a checkpointed row is reused only if its key still matches.
-
-    `context` (the route and chat template, when not TGI's /generate with raw prompts)
-    joins the key only when set, so keys of plain requests stay the same.
-    """
-    fields = {
-        "prompt": prompt,
-        "seed": seed,
-        "model": model,
-        "revision": revision,
-        "sampling": settings.to_dict(sampling),
-    }
-    if context:
-        fields["context"] = context
-    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """Identifies a request: a checkpointed row is reused only if its key still matches."""
+    return key_of(prompt, seed, request_fields(model, revision, sampling, context))
 
 
 def _by_status(status: int) -> tuple[str, bool]:

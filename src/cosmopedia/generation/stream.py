@@ -167,11 +167,12 @@ class Stream:
                 self._check_engines()
                 cause, transient = failure
                 if not transient or attempt > g.max_retries:
-                    return requests.failure_record(request, attempt, exc, cause, transient)
+                    attempts = request.prior_attempts + attempt
+                    return requests.failure_record(request, attempts, exc, cause, transient)
             else:
                 return requests.record(
                     request,
-                    attempt,
+                    request.prior_attempts + attempt,
                     text=output.text,
                     tokens=output.tokens,
                     finish_reason=output.finish_reason,
