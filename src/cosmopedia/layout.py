@@ -18,8 +18,14 @@ SHARD_FILES = {
     "prompts": "prompts/{source}/{shard}.parquet",
     "generations": "generations/{source}/{shard}/generations.parquet",
     "generation_provenance": "generations/{source}/{shard}/provenance.json",
-    # Beside the shard's folder: Snakemake deletes a job's outputs before it runs, not this.
+    # Beside the shard's folder: Snakemake deletes a job's outputs before it runs, not these.
     "generation_checkpoint": "generations/{source}/{shard}.checkpoint.jsonl",
+    # The last finished output (a hard link of generations.parquet) and what its requests
+    # shared: a rerun reuses its rows (generation/checkpoint.py).
+    "generation_previous": "generations/{source}/{shard}.previous",
+    # Only for a shard with failed rows (or retried once): what planning reads to rerun it
+    # with generation.retry_failed (plan.generate_retry_params).
+    "generation_retry": "generations/{source}/{shard}.retry.json",
     "clean": "clean/{source}/{shard}/kept.parquet",
     "clean_dropped": "clean/{source}/{shard}/dropped.parquet",
     "signatures": "minhash/signatures/{source}/{shard}",

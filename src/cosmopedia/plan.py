@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,24 @@ def clean_job(config: dict) -> settings.CleanJob:
     return settings.CleanJob(clean, ref)
 
 
+def move_endpoint_credentials(config: dict, environ) -> bool:
+    """Credentials in `generation.endpoint_url` (`https://user:pw@host`, `?api_key=...`)
+    leave the config, in place, for `environ` (the Snakemake process's environment, which
+    its jobs inherit; a Slurm job parses the workflow again and sets it again). The config,
+    and so every setting, param, command line, log and manifest built from it, holds the
+    URL without them. True if there were any."""
+    generation = config.get("generation") or {}
+    url = generation.get("endpoint_url")
+    if not isinstance(url, str):
+        return False
+    credentials = redact.split_url(url)
+    if not credentials:
+        return False
+    generation["endpoint_url"] = credentials.url
+    environ[redact.ENDPOINT_CREDENTIALS_VAR] = credentials.to_json()
+    return True
+
+
 def generate_job(config: dict) -> settings.Generate:
     """The generate jobs' settings, checked by their engine (settings that do not go
     together fail `snakemake -n`, not a job queued for GPUs)."""
@@ -246,6 +265,44 @@ def generate_request(config: dict) -> dict:
         config["generation"], settings.subschema(("generation",))
     )
     return {"dataset_version": dataset_version(config), **generation}
+
+
+def generate_retry_params(root: str, retry_failed: bool) -> dict[str, str]:
+    """{source}/{shard} -> the generate rule's `retry` param, for the shards that have a
+    retry state file (failed rows, or retried once; written by the generate job, see
+    `runner.write_retry_state`); every other shard's is "".
+
+    Snakemake reruns a job whose params changed. The param is the one the shard's last
+    job ran with (so nothing reruns), except with `retry_failed` for a shard with failed
+    rows: a new value derived from that one, so exactly those shards rerun (once per
+    Snakemake run) and their jobs send the failed rows again. One glob: the few shards
+    with a file are read.
+    """
+    from cosmopedia import layout
+
+    pattern = layout.shard_pattern(root, "generation_retry")
+    shard_re = re.compile(
+        re.escape(pattern)
+        .replace(re.escape("{source}"), "(?P<source>[^/]+)")
+        .replace(re.escape("{shard}"), "(?P<shard>[^/]+)")
+    )
+    params = {}
+    for path in glob.glob(layout.shard_glob(root, "generation_retry")):
+        match = shard_re.fullmatch(path)
+        if match is None:
+            continue
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+            ran_with = str(state["retry_param"])
+            failed = int(state["failed_rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a broken file: that shard is not retried
+        if retry_failed and failed > 0:
+            digest = sha256_text(f"{ran_with}\0{failed}")[:12]
+            params[f"{match['source']}/{match['shard']}"] = f"retry {failed} failed rows {digest}"
+        else:
+            params[f"{match['source']}/{match['shard']}"] = ran_with
+    return params
 
 
 def minhash_previous_indexes(config: dict) -> list[list[str]]:
@@ -366,6 +423,7 @@ def check_config_main(args) -> int:
     from cosmopedia import yamlfile
 
     config = settings.validate_config(yamlfile.read(args.configfile) or {})
+    move_endpoint_credentials(config, {})
     shards = plan_shards(config)
     generate_job(config)
     minhash_previous_indexes(config)

@@ -353,6 +353,7 @@ class Generation:
     backoff_max_s: float
     startup_timeout_s: float
     checkpoint_every: int
+    retry_failed: bool
     server: Server
     sampling: Sampling
     dummy: Dummy

@@ -23,6 +23,10 @@ try:
         yamlfile.read(configfile_path)
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
+    # Credentials in generation.endpoint_url move to this process's environment, which
+    # the jobs inherit (a Slurm job parses this file again): no param, command line, log
+    # or manifest holds them (cosmopedia.redact, config/README.md).
+    plan.move_endpoint_credentials(config, os.environ)
     SHARDS = plan.plan_shards(config)
     # Index files of the versions in minhash.index_from (may be none).
     MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
@@ -107,10 +111,18 @@ def prompts_settings(wildcards):
     return PROMPTS_SETTINGS[wildcards.source]
 
 
+@per_shard
+def generate_retry(wildcards):
+    return GENERATE_RETRY.get(f"{wildcards.source}/{wildcards.shard}", "")
+
+
 # Every generation setting, operational ones included, for the command (not compared);
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
 GENERATE_SETTINGS = settings(GENERATE_JOB)
 GENERATE_REQUEST = settings(plan.generate_request(config))
+# Shards with failed rows rerun with generation.retry_failed: their `retry` param changes
+# (plan.generate_retry_params reads generations/<source>/<shard>.retry.json).
+GENERATE_RETRY = plan.generate_retry_params(ROOT, config["generation"]["retry_failed"])
 # With the model's tokenizer.json when it is on disk (counts text_token_length as Cosmopedia).
 CLEAN_SETTINGS = settings(plan.clean_job(config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))

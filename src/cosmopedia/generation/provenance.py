@@ -1,7 +1,8 @@
 """What a generations shard's provenance.json records: the engine (kind, API, route, chat
 template, launch command, image, /info), each server instance, the model and sampling,
 the seed scheme, the client's limits, counts (done, failed by cause, finish reasons,
-tokens, retries, rows reused from the checkpoint), the host and the timings.
+tokens, retries, rows reused from the checkpoint and from the previous output, failed rows
+sent again), the host and the timings.
 
 dataset.py copies the parts that describe the data into the manifest; host, devices,
 timings, retries and reused rows describe one run.
@@ -30,7 +31,7 @@ def shard_provenance(
     route: str,
     template: ChatTemplate,
     results: list[dict],
-    reused: int,
+    reuse: dict[str, int],
     concurrency: int,
     timings: dict[str, float],
 ) -> dict:
@@ -76,7 +77,9 @@ def shard_provenance(
         ),
         "generated_tokens": sum(r["text_token_length"] or 0 for r in results),
         "retries": sum(r["attempts"] - 1 for r in results),
-        "reused_from_checkpoint": reused,
+        "reused_from_checkpoint": reuse["checkpoint"],
+        "reused_from_previous_output": reuse["previous_output"],
+        "failed_rows_sent_again": reuse["failed_sent_again"],
         "host": socket.gethostname(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},

@@ -18,7 +18,9 @@ Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, 
 `EngineHTTPError` with the status) for `requests.classify`.
 
 Every route of a job shares one plain httpx2 client (`plain_http_client`), also the one
-huggingface_hub's clients use (`use_plain_http_client`).
+huggingface_hub's clients use (`use_plain_http_client`). For an endpoint, that client adds
+the endpoint's query parameters and HTTP Basic auth to every request
+(`redact.EndpointAccess`): routes append their paths to a base URL without a query.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx2
 import huggingface_hub
 from huggingface_hub import AsyncInferenceClient
 
+from cosmopedia.redact import EndpointAccess
 from cosmopedia.settings import Sampling
 
 ERROR_MESSAGE_CHARS = 500
@@ -233,20 +236,33 @@ def route_class(api: str, chat_server: bool) -> type[Route]:
     return Completions if api == "openai" else TgiGenerate
 
 
-def plain_http_client(concurrency: int, trust_env: bool) -> httpx2.AsyncClient:
+def plain_http_client(
+    concurrency: int, trust_env: bool, access: EndpointAccess | None = None
+) -> httpx2.AsyncClient:
     """A plain httpx client sized for `concurrency` requests in flight.
 
     huggingface_hub's default async client refuses every request when HF_HUB_OFFLINE=1
     (usual on offline GPU nodes, where the engine loads a cached model), and follows proxy
     settings that must not apply to the job's own loopback servers (`trust_env` False).
+    `access`: an endpoint's query parameters and Basic auth, sent with every request (the
+    auth replaces the bearer header huggingface_hub sets).
     """
     size = concurrency + SPARE_CONNECTIONS
     limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    options = {}
+    if access is not None:
+        options["params"] = list(access.params)
+        if access.basic_auth is not None:
+            options["auth"] = httpx2.BasicAuth(*access.basic_auth)
     return httpx2.AsyncClient(
-        limits=limits, timeout=None, follow_redirects=True, trust_env=trust_env
+        limits=limits, timeout=None, follow_redirects=True, trust_env=trust_env, **options
     )
 
 
-def use_plain_http_client(concurrency: int, trust_env: bool) -> None:
+def use_plain_http_client(
+    concurrency: int, trust_env: bool, access: EndpointAccess | None = None
+) -> None:
     """huggingface_hub's clients (TgiGenerate, ChatCompletions) get `plain_http_client`s."""
-    huggingface_hub.set_async_client_factory(lambda: plain_http_client(concurrency, trust_env))
+    huggingface_hub.set_async_client_factory(
+        lambda: plain_http_client(concurrency, trust_env, access)
+    )

@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 
 from cosmopedia import settings
-from cosmopedia.generation import requests, routes
+from cosmopedia.generation import probes, requests, routes
 from cosmopedia.generation.checkpoint import Checkpoint
 from cosmopedia.generation.engines import Engine, Server, Started
 from cosmopedia.generation.requests import Request
+from cosmopedia.redact import EndpointAccess
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +167,12 @@ class Stream:
                 self._check_engines()
                 cause, transient = failure
                 if not transient or attempt > g.max_retries:
-                    return requests.failure_record(request, attempt, exc, cause, transient)
+                    attempts = request.prior_attempts + attempt
+                    return requests.failure_record(request, attempts, exc, cause, transient)
             else:
                 return requests.record(
                     request,
-                    attempt,
+                    request.prior_attempts + attempt,
                     text=output.text,
                     tokens=output.tokens,
                     finish_reason=output.finish_reason,
@@ -179,7 +181,7 @@ class Stream:
                 instance.in_flight -= 1
             self.retries += 1
             await asyncio.sleep(
-                requests.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
+                probes.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
             )
 
 
@@ -191,12 +193,15 @@ async def stream_shard(
     pending: list[Request],
     total: int,
     reused: int,
+    access: EndpointAccess | None = None,
 ) -> tuple[Stream, int]:
-    """Send `pending` through the started servers: (the finished stream, its concurrency)."""
+    """Send `pending` through the started servers: (the finished stream, its concurrency).
+    `access`: an endpoint's query parameters and credentials, sent with every request."""
     generation = engine.generation
     capacities = [server.capacity for server in started.servers]
     concurrency = min(generation.concurrency, sum(capacities))
-    async with routes.plain_http_client(generation.concurrency, engine.external) as http:
+    http = routes.plain_http_client(generation.concurrency, engine.external, access)
+    async with http:
         instances = [
             Instance(server, engine.make_route(chat_server, server.url, http))
             for server in started.servers

@@ -373,11 +373,18 @@ def serve(
     if startup_delay > 0:
         time.sleep(startup_delay)
     log.info("dummy engine serving %s on http://%s:%d", server.model_id, host, port)
+    app = server.app(extra_routes)
+
+    async def log_stats(app: web.Application) -> None:
+        # What it was sent, in its log (a test counts the requests of a stopped engine).
+        log.info("dummy engine stats: %s", json.dumps(server.stats, sort_keys=True))
+
+    app.on_cleanup.append(log_stats)
     # run_app stops cleanly on SIGTERM/SIGINT, as a real engine should under a sidecar.
     # Handlers are cancelled when their client disconnects (a timeout, a killed job), so a
     # hung or abandoned request does not hold a sequence slot forever.
     web.run_app(
-        server.app(extra_routes),
+        app,
         host=host,
         port=port,
         print=None,

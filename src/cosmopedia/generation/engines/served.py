@@ -203,8 +203,13 @@ class ServedEngine(Engine):
         return probes.health(base_url)
 
     def smoke_request(self) -> Callable[[str], None] | None:
-        """One request each server must answer before the shard starts (None: none)."""
-        return probes.smoke_request(self.api, self.generation.model)
+        """One request each server must answer before the shard starts (None: none),
+        retried as the rows' requests are, with another seed per attempt."""
+        g = self.generation
+        retries = probes.Retries(
+            g.max_retries, g.backoff_base_s, g.backoff_max_s, g.request_timeout_s
+        )
+        return probes.smoke_request(self.api, g.model, retries)
 
     def capacity(self, info: dict | None) -> int:
         """Requests one server takes at once: its /info says, else the configured value."""
