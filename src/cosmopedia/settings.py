@@ -309,8 +309,15 @@ class Sampling:
     max_new_tokens: int
     temperature: float
     top_p: float
-    top_k: int
-    repetition_penalty: float
+    top_k: int | None  # None: not sent
+    repetition_penalty: float | None  # None: not sent
+
+
+@dataclass(frozen=True)
+class ChatTemplateTokens:
+    SCHEMA_PATH: ClassVar = ("generation", "chat_template_tokens")
+    bos_token: str
+    eos_token: str
 
 
 @dataclass(frozen=True)
@@ -322,6 +329,7 @@ class Generation:
     model: str
     revision: str
     chat_template: str | None
+    chat_template_tokens: ChatTemplateTokens
     instances: int
     gpus_per_instance: int
     concurrency: int
@@ -424,5 +432,6 @@ class Dataset:
 
 # Every dataclass that mirrors a part of the schema (tests/test_settings.py checks them).
 SECTIONS = (
-    Faults, Dummy, Server, Sampling, Generation, Clean, Minhash, Decontamination, HubDataset
+    Faults, Dummy, Server, Sampling, ChatTemplateTokens, Generation, Clean, Minhash,
+    Decontamination, HubDataset,
 )  # fmt: skip

@@ -26,11 +26,7 @@ import polars as pl
 from cosmopedia import io, settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines, routes
-from cosmopedia.generation.chat_template import (
-    SERVER,
-    ChatTemplateError,
-    load_chat_template,
-)
+from cosmopedia.generation.chat_template import SERVER, ChatTemplateError
 from cosmopedia.generation.checkpoint import Checkpoint
 from cosmopedia.generation.provenance import shard_provenance
 from cosmopedia.generation.requests import RESULT_SCHEMA, Request, request_key
@@ -72,9 +68,7 @@ def run(
     engine = engines.engine_for(g)
     engine.check()
     try:
-        template = load_chat_template(
-            g.chat_template, g.model, g.revision, find=engine.find_chat_template
-        )
+        template = engine.chat_template()
     except ChatTemplateError as exc:
         raise CliError(str(exc)) from exc
     chat_server = template.mode == SERVER

@@ -3,9 +3,9 @@
 An `Engine` is built from the job's `settings.Generation`. The runner asks it, and never
 the kind's name: which settings go together (`check`), how many GPUs a job needs
 (`gpus`, the rule's `resources: gpu=`), which client protocol it speaks by default
-(`api`), which token the client sends (`token`), where the model's chat template is
-(`find_chat_template`), which route the client uses (`route`), how to start (or find) its
-servers and what provenance records about them (`start`).
+(`api`), which token the client sends (`token`), which chat template prompts go through
+(`chat_template`, `find_chat_template`), which route the client uses (`route`), how to
+start (or find) its servers and what provenance records about them (`start`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,19 @@ class Engine:
     def token(self) -> str | None:
         """The bearer token the client sends."""
         return NO_TOKEN
+
+    def chat_template(self) -> chat_template.ChatTemplate:
+        """The template prompts go through (chat_template.ChatTemplateError if unusable)."""
+        g = self.generation
+        tokens = g.chat_template_tokens
+        return chat_template.load_chat_template(
+            g.chat_template,
+            g.model,
+            g.revision,
+            find=self.find_chat_template,
+            bos_token=tokens.bos_token,
+            eos_token=tokens.eos_token,
+        )
 
     def find_chat_template(self, model: str, revision: str) -> tuple[str | None, str | None]:
         """(text, where) of the template the engine applies with `chat_template: server`,
