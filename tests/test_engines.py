@@ -267,10 +267,13 @@ def test_launch_settings_are_checked(prompts, tmp_path, monkeypatch):
     bad = {
         "unknown placeholders": settings(engine="tgi", server={"extra_args": ["--x", "{prot}"]}),
         "needs server.image": settings(engine="vllm", server={"launcher": "apptainer"}),
-        "apply to tgi, vllm and sglang": settings(server={"launcher": "pyxis", "image": "x"}),
+        "server.launcher: engine dummy would ignore it": settings(
+            server={"launcher": "pyxis", "image": "x"}
+        ),
         "secrets stay": settings(engine="tgi", server={"env": {"HF_TOKEN": "hf_x"}}),
-        "max_new_tokens must be <": settings(
-            engine="sglang", server={"max_input_tokens": 1000, "max_total_tokens": 2000}
+        "max_new_tokens must be <": settings(engine="sglang", server={"max_total_tokens": 2000}),
+        "max_input_tokens must be <": settings(
+            engine="tgi", server={"max_input_tokens": 8192, "max_total_tokens": 8192}
         ),
         "instances must be 1": settings(
             engine="endpoint", endpoint_url="http://127.0.0.1:1", instances=2

@@ -12,6 +12,8 @@ Schema annotations used here:
   x-operational: true   how a step runs, not what it produces (concurrency, timeouts,
                         retries...): changing it reruns no job (see `result_affecting`).
   x-planning: true      read while planning (file lists, input files), not by the jobs.
+  x-engine-specific: true   a generation key only some engines use (`engine_specific`);
+                        each engine class lists those it uses, the others refuse it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from cosmopedia.jsonvalues import is_int, is_number
 SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
 PLANNING = "x-planning"
+ENGINE_SPECIFIC = "x-engine-specific"
 
 
 # --- the schema and validation -------------------------------------------------------------
@@ -117,6 +120,37 @@ def result_affecting(value: dict, node: dict) -> dict:
             continue
         out[key] = result_affecting(sub, spec) if isinstance(sub, dict) and spec else sub
     return out
+
+
+def leaves(value: dict, node: dict, prefix: str = "") -> dict[str, Any]:
+    """`value`'s settings by dotted key: objects of the schema with `properties` are
+    descended into, anything else (a scalar, a list, a free-form mapping) is one setting."""
+    out = {}
+    props = node.get("properties", {})
+    for key, sub in value.items():
+        spec = props.get(key, {})
+        if isinstance(sub, dict) and "properties" in spec:
+            out |= leaves(sub, spec, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = sub
+    return out
+
+
+def changed_settings(section) -> dict[str, Any]:
+    """The settings of a section dataclass whose value is not the schema's default, by
+    dotted key (a key of a free-form mapping such as `server.env` counts as a change)."""
+    node = subschema(section.SCHEMA_PATH)
+    defaults = leaves(validate({}, node, ".".join(section.SCHEMA_PATH)), node)
+    return {
+        key: value
+        for key, value in leaves(to_dict(section), node).items()
+        if key not in defaults or value != defaults[key]
+    }
+
+
+def engine_specific(node: dict) -> frozenset[str]:
+    """The properties of a schema object marked x-engine-specific."""
+    return frozenset(k for k, v in node.get("properties", {}).items() if v.get(ENGINE_SPECIFIC))
 
 
 def job_keys(node: dict) -> list[str]:

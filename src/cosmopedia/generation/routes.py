@@ -17,8 +17,11 @@ Three routes, one per protocol, chosen from `generation.api` and `generation.cha
   the engine applies the model's own template. top_k and repetition_penalty go as extra
   fields.
 
-A sampling parameter set to null is not sent. `Route.parameters()` is what every
-request of a route carries besides the prompt and the seed, as the provenance records it.
+A sampling parameter set to null is not sent. Which parameters a server reads on each
+route is declared by its engine (`wire.py`); the settings check refuses one that the
+route would drop, so every parameter a route sends is one its server reads.
+`Route.parameters()` is what every request of a route carries besides the prompt and the
+seed, as the provenance records it.
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
 `EngineHTTPError` with the status) for `requests.classify`.

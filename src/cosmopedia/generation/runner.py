@@ -66,7 +66,7 @@ def run(
     """Generate one shard; returns the provenance written to `provenance`."""
     g = job.generation
     engine = engines.engine_for(g)
-    engine.check()
+    engines.check(job)
     try:
         template = engine.chat_template()
     except ChatTemplateError as exc:

@@ -1,7 +1,12 @@
 """Engine `endpoint`: a server that already runs at `generation.endpoint_url` (an
 Inference Endpoint, a shared TGI or vLLM): no process, one instance. The job waits until
 its /health answers 200 and reads its /info. The client follows the environment's proxy
-settings and sends the job's HF token (a protected endpoint)."""
+settings and sends the job's HF token (a protected endpoint).
+
+What the server reads is known from its protocol only: with `api: tgi` it is a TGI (its
+routes read what TGI's do); with `api: openai` the sampling parameters go as vLLM and
+SGLang read them (top_k and repetition_penalty as extra fields): a TGI behind an OpenAI
+URL would drop top_k, which no check before the job can see."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 
 from cosmopedia import redact
 from cosmopedia.errors import CliError
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.base import Engine, Server, Started
 from cosmopedia.jsonvalues import is_int
 
@@ -22,6 +28,11 @@ class EndpointEngine(Engine):
     kind = "endpoint"
     default_api = "tgi"
     external = True
+    settings_used = frozenset({"endpoint_url", "server.max_concurrent_requests"})
+    sampling_why = wire.TGI_WHY
+
+    def sampling_table(self) -> dict[str, frozenset[str]]:
+        return wire.TGI if self.api == "tgi" else wire.OPENAI_SERVERS
 
     def check(self) -> None:
         g = self.generation

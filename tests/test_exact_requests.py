@@ -1,0 +1,242 @@
+"""Exact generation requests: the chat template config/cosmopedia.yaml renders on the
+client, and settings the chosen engine or route would ignore, refused before any job
+(`engines.check`: planning, `snakemake -n`, the CLI, the job)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import BIN, REPO, make_workdir, run_snakemake
+from cosmopedia import plan, yamlfile
+from cosmopedia import settings as step_settings
+from cosmopedia.errors import CliError
+from cosmopedia.generation import engines
+from cosmopedia.generation.chat_template import load_chat_template
+from test_engines import MIMIC
+from test_generate import job, run_cli, settings, write_prompts
+
+TEMPLATES = REPO / "resources" / "chat_templates"
+MIXTRAL = TEMPLATES / "mixtral-8x7b-instruct-v0.1.jinja"
+MIXTRAL_SHA256 = "26a59556925c987317ce5291811ba3b7f32ec4c647c400c6cc7e3a9993007ba7"
+COSMOPEDIA_YAML = REPO / "config" / "cosmopedia.yaml"
+
+
+def cosmopedia_config() -> dict:
+    """config/cosmopedia.yaml as the workflow sees it (validated, defaults filled in)."""
+    return step_settings.validate_config(yamlfile.load(str(COSMOPEDIA_YAML)))
+
+
+# --- the template, shipped as data -------------------------------------------------------
+
+
+def test_shipped_chat_templates_match_their_provenance_note():
+    note = (TEMPLATES / "README.md").read_text(encoding="utf-8")
+    files = sorted(TEMPLATES.glob("*.jinja"))
+    assert MIXTRAL in files
+    for path in files:
+        data = path.read_bytes()
+        assert f"## `{path.name}`" in note, path.name
+        assert f"{len(data)}, `{hashlib.sha256(data).hexdigest()}`" in note, path.name
+    assert hashlib.sha256(MIXTRAL.read_bytes()).hexdigest() == MIXTRAL_SHA256
+
+
+def test_mixtral_template_renders_what_cosmopedia_sent():
+    """transformers' apply_chat_template(tokenize=False) with Mixtral's "<s>": exactly
+    "<s>[INST] " + prompt + " [/INST]" (no space after <s>, nothing after [/INST])."""
+    prompt = 'Here is an extract: "A quiet river".\n\nWrite a blog post.  '
+    original = load_chat_template(str(MIXTRAL), "m", "r", bos_token="<s>", eos_token="</s>")
+    assert original.render(prompt) == "<s>[INST] " + prompt + " [/INST]"
+    assert original.record() == {
+        "mode": "file",
+        "sha256": MIXTRAL_SHA256,
+        "source": MIXTRAL.name,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+    }
+    # The default leaves the BOS to the engine's tokenizer: one BOS instead of two.
+    assert load_chat_template(str(MIXTRAL), "m", "r").render(prompt) == (
+        "[INST] " + prompt + " [/INST]"
+    )
+
+
+def test_the_template_file_feeds_the_generate_param(tmp_path, monkeypatch):
+    """The client renders the file: a change of its content reruns every generate job."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.jinja").write_text(MIXTRAL.read_text())
+    config = cosmopedia_config()
+    config["generation"]["chat_template"] = "t.jinja"
+    before = plan.generate_request(config)
+    assert before["chat_template_sha256"] == MIXTRAL_SHA256
+    (tmp_path / "t.jinja").write_text(MIXTRAL.read_text().replace("[INST] ", "[INST]"))
+    assert plan.generate_request(config)["chat_template_sha256"] != MIXTRAL_SHA256
+
+
+# --- refused: settings the engine or its route would ignore ------------------------------
+
+ENDPOINT = {"engine": "endpoint", "endpoint_url": "http://127.0.0.1:1"}
+NO_PENALTIES = {"sampling": {"top_k": None, "repetition_penalty": None}}
+
+REFUSED = [
+    # TGI's ChatRequest has neither; its CompletionRequest has no top_k.
+    ("tgi-chat", {"engine": "tgi", "chat_template": "server"}, "generation.sampling.top_k"),
+    (
+        "tgi-chat-penalty",
+        {"engine": "tgi", "chat_template": "server", "sampling": {"top_k": None}},
+        "generation.sampling.repetition_penalty",
+    ),
+    (
+        "tgi-endpoint-chat",
+        {**ENDPOINT, "chat_template": "server"},
+        "generation.sampling.top_k: engine endpoint's /v1/chat/completions would drop it",
+    ),
+    ("tgi-completions", {"engine": "tgi", "api": "openai"}, "generation.sampling.top_k"),
+    ("vllm-generate", {"engine": "vllm", "api": "tgi"}, "generation.api: engine vllm does not"),
+    # The dummy's simulation, with a real engine.
+    ("dummy-latency", {"engine": "tgi", "dummy": {"latency_per_token_s": 0.01}}, "dummy.latency"),
+    ("dummy-faults", {**ENDPOINT, "dummy": {"faults": {"rate_429": 0.1}}}, "dummy.faults.rate_429"),
+    # A URL, with a server the job starts.
+    ("url-served", {"engine": "sglang", "endpoint_url": "http://x"}, "generation.endpoint_url"),
+    ("url-dummy", {"endpoint_url": "http://x"}, "generation.endpoint_url"),
+    # Launch settings, with a server the job does not start.
+    ("endpoint-launcher", {**ENDPOINT, "server": {"launcher": "native", "extra_args": ["-x"]}},
+     "generation.server.extra_args"),
+    ("endpoint-env", {**ENDPOINT, "server": {"env": {"HF_HOME": "/data"}}}, "server.env"),
+    ("endpoint-limits", {**ENDPOINT, "server": {"max_total_tokens": 4096}}, "max_total_tokens"),
+    ("endpoint-gpus", {**ENDPOINT, "gpus_per_instance": 2}, "generation.gpus_per_instance"),
+    # The dummy runs its own command.
+    ("dummy-extra-args", {"server": {"extra_args": ["--x"]}}, "generation.server.extra_args"),
+    ("dummy-program", {"server": {"program": ["x"]}}, "generation.server.program"),
+    ("dummy-launcher", {"server": {"launcher": "pyxis", "image": "x"}}, "server.launcher"),
+    ("dummy-limits", {"server": {"max_input_tokens": 100}}, "server.max_input_tokens"),
+    ("dummy-capacity", {"server": {"max_concurrent_requests": 4}}, "max_concurrent_requests"),
+    # What the command or the launcher leaves out.
+    ("vllm-input-tokens", {"engine": "vllm", "server": {"max_input_tokens": 100}},
+     "generation.server.max_input_tokens: engine vllm would ignore it (the vllm command"),
+    ("native-image", {"engine": "tgi", "server": {"image": "tgi.sif"}}, "server.image"),
+    ("native-mounts", {"engine": "tgi", "server": {"mounts": ["/a:/b"]}}, "server.mounts"),
+    ("native-digest", {"engine": "tgi", "server": {"image_digest": None}}, "image_digest"),
+    # Template tokens without a template the client renders.
+    ("tokens-raw", {"chat_template_tokens": {"bos_token": "<s>"}}, "chat_template_tokens"),
+    ("tokens-server", {"engine": "sglang", "chat_template": "server",
+                       "chat_template_tokens": {"eos_token": "</s>"}}, "chat_template_tokens"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "changes", "message"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_a_setting_the_engine_or_route_would_ignore_is_refused(case, changes, message):
+    with pytest.raises(CliError, match=re.escape(message)):
+        engines.check(job(settings(**changes)))
+
+
+ACCEPTED = [
+    ("tgi-chat-without-penalties", {"engine": "tgi", "chat_template": "server", **NO_PENALTIES}),
+    ("tgi-endpoint-chat", {**ENDPOINT, "chat_template": "server", **NO_PENALTIES}),
+    ("sglang-chat", {"engine": "sglang", "chat_template": "server"}),
+    ("vllm-completions", {"engine": "vllm"}),
+    ("openai-endpoint-chat", {**ENDPOINT, "api": "openai", "chat_template": "server"}),
+    ("endpoint-capacity", {**ENDPOINT, "server": {"max_concurrent_requests": 8}}),
+    ("dummy-simulation", {"dummy": {"latency_per_token_s": 0.01}, "server": {"env": {"A": "1"}}}),
+    ("dummy-chat", {"chat_template": "server"}),
+    ("dummy-openai", {"api": "openai"}),
+    ("tgi-pyxis", {"engine": "tgi",
+                   "server": {"launcher": "pyxis", "image": "i", "mounts": ["/a:/b"]}}),
+    ("vllm-total-tokens", {"engine": "vllm", "server": {"max_total_tokens": 4096}}),
+    ("tokens-with-file", {"chat_template": str(MIXTRAL),
+                          "chat_template_tokens": {"bos_token": "<s>"}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "changes"), ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_settings_the_engine_and_route_use_pass(case, changes):
+    engines.check(job(settings(**changes)))
+
+
+def test_every_refusal_is_listed_by_key():
+    problems = engines.ignored_settings(
+        engines.engine_for(
+            job(
+                settings(
+                    engine="tgi",
+                    chat_template="server",
+                    endpoint_url="http://x",
+                    dummy={"max_batch": 2},
+                )
+            ).generation
+        )
+    )
+    keys = [p.split(":")[0] for p in problems]
+    assert keys == [
+        "generation.endpoint_url",
+        "generation.dummy.max_batch",
+        "generation.sampling.top_k",
+        "generation.sampling.repetition_penalty",
+    ]
+
+
+def test_an_unreadable_template_file_is_refused_before_any_job(tmp_path):
+    with pytest.raises(CliError, match=r"generation\.chat_template .*missing\.jinja"):
+        engines.check(job(settings(chat_template=str(tmp_path / "missing.jinja"))))
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for m in messages %}")
+    with pytest.raises(CliError, match="does not render"):
+        engines.check(job(settings(chat_template=str(broken))))
+
+
+# --- refused through the workflow and the CLI --------------------------------------------
+
+
+def bad_cosmopedia_yaml() -> str:
+    """config/cosmopedia.yaml with the chat route of its previous version."""
+    text = COSMOPEDIA_YAML.read_text(encoding="utf-8")
+    template = "  chat_template: resources/chat_templates/mixtral-8x7b-instruct-v0.1.jinja\n"
+    tokens = '  chat_template_tokens: {bos_token: "<s>", eos_token: "</s>"}\n'
+    assert template in text and tokens in text
+    return text.replace(template, "  chat_template: server\n").replace(tokens, "")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", ["cosmopedia-chat-route", "dummy-extra-args"])
+def test_an_ignored_setting_fails_the_dry_run_naming_the_key(tmp_path, case):
+    workdir = make_workdir(tmp_path / "w")
+    if case == "cosmopedia-chat-route":
+        text = bad_cosmopedia_yaml()
+        message = (
+            "generation.sampling.top_k: engine tgi's /v1/chat/completions would drop it "
+            "(TGI's ChatRequest has neither top_k nor repetition_penalty)"
+        )
+    else:
+        config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+        config["generation"]["server"] = {"extra_args": ["--max-batch", "4"]}
+        text = yaml.safe_dump(config, sort_keys=False)
+        message = "generation.server.extra_args: engine dummy would ignore it"
+    (workdir / "bad.yaml").write_text(text, encoding="utf-8")
+    proc = run_snakemake(workdir, "-n", "--configfile", str(workdir / "bad.yaml"), check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"config: {message}" in output
+    assert "Job stats" not in output  # nothing was planned, let alone run
+    assert not (workdir / "results").exists()
+
+
+def test_an_ignored_setting_fails_check_config_and_the_generate_command(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(bad_cosmopedia_yaml(), encoding="utf-8")
+    proc = subprocess.run(
+        [str(BIN / "cosmopedia"), "check-config", str(bad)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "generation.sampling.top_k: engine tgi's /v1/chat/completions" in proc.stderr
+
+    # The job checks again (a command run by hand): no server is started.
+    prompts = tmp_path / "prompts.parquet"
+    write_prompts(prompts, n=2)
+    config = settings(engine="tgi", chat_template="server", server={"program": [*MIMIC, "tgi"]})
+    code, paths = run_cli(tmp_path, "refused", prompts, config)
+    assert code == 2
+    assert not paths["engine_log"].exists() and not paths["output"].exists()
