@@ -1,34 +1,57 @@
-"""Exact generation requests: the chat template config/cosmopedia.yaml renders on the
-client, and settings the chosen engine or route would ignore, refused before any job
-(`engines.check`: planning, `snakemake -n`, the CLI, the job)."""
+"""Exact generation requests: what config/cosmopedia.yaml sends on the wire (Mixtral's
+chat template rendered on the client, TGI's text-generation route, every sampling
+parameter and the row's seed), and settings the chosen engine or route would ignore,
+refused before any job (`engines.check`: planning, `snakemake -n`, the CLI, the job).
+
+The wire is read where it arrives: the dummy server behind TGI's command line
+(`tests/mimic.py tgi`) appends every request body it receives to a file
+(`--dummy-record-requests`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from conftest import BIN, REPO, make_workdir, run_snakemake
-from cosmopedia import plan, yamlfile
+from cosmopedia import cli, plan, yamlfile
 from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
-from cosmopedia.generation import engines
+from cosmopedia.generation import engines, probes
 from cosmopedia.generation.chat_template import load_chat_template
+from cosmopedia.generation.sidecar import Sidecar
+from cosmopedia.seeding import derive_seed
 from test_engines import MIMIC
-from test_generate import job, run_cli, settings, write_prompts
+from test_generate import job, job_paths, run_cli, settings, write_prompts
 
 TEMPLATES = REPO / "resources" / "chat_templates"
 MIXTRAL = TEMPLATES / "mixtral-8x7b-instruct-v0.1.jinja"
 MIXTRAL_SHA256 = "26a59556925c987317ce5291811ba3b7f32ec4c647c400c6cc7e3a9993007ba7"
 COSMOPEDIA_YAML = REPO / "config" / "cosmopedia.yaml"
+# Cosmopedia's sampling (generation/llm_swarm_script.py), as TGI's GenerateParameters.
+COSMOPEDIA_PARAMETERS = {
+    "details": True,
+    "do_sample": True,
+    "max_new_tokens": 2500,
+    "temperature": 0.6,
+    "top_p": 0.95,
+    "top_k": 50,
+    "repetition_penalty": 1.2,
+}
 
 
 def cosmopedia_config() -> dict:
     """config/cosmopedia.yaml as the workflow sees it (validated, defaults filled in)."""
     return step_settings.validate_config(yamlfile.load(str(COSMOPEDIA_YAML)))
+
+
+def recorded(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # --- the template, shipped as data -------------------------------------------------------
@@ -62,6 +85,84 @@ def test_mixtral_template_renders_what_cosmopedia_sent():
     assert load_chat_template(str(MIXTRAL), "m", "r").render(prompt) == (
         "[INST] " + prompt + " [/INST]"
     )
+
+
+# --- config/cosmopedia.yaml on the wire --------------------------------------------------
+
+
+def test_a_cosmopedia_request_on_the_wire(tmp_path, monkeypatch):
+    """config/cosmopedia.yaml's generation section, unchanged but for the program TGI's
+    launcher is played by: every request TGI would receive, byte for byte."""
+    monkeypatch.chdir(REPO)  # the config's template path is relative, as in a run
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # gpus_per_instance: 2
+    record = tmp_path / "requests.jsonl"
+    config = cosmopedia_config()
+    generation = config["generation"]
+    assert generation["engine"] == "tgi"
+    assert generation["chat_template"] == str(MIXTRAL.relative_to(REPO))
+    generation["server"] |= {
+        "program": [*MIMIC, "tgi"],
+        "extra_args": ["--dummy-record-requests", str(record)],
+    }
+    job_settings = plan.generate_job(config)  # the planner's checks, as `snakemake -n`
+    prompts = tmp_path / "prompts.parquet"
+    df = write_prompts(prompts, n=6)
+    paths = job_paths(tmp_path, "wire")
+    argv = ["generate", "--prompts", str(prompts)]
+    argv += ["--settings", step_settings.canonical_json(job_settings)]
+    for key, path in paths.items():
+        argv += [f"--{key.replace('_', '-')}", str(path)]
+    assert cli.main(argv) == 0
+
+    requests = recorded(record)
+    # One smoke request at start-up, then one request per row on huggingface_hub's
+    # text_generation route: POST / (TGI's compat route, as Cosmopedia's client).
+    assert [r["path"] for r in requests].count("/generate") == 1
+    sent = {r["body"]["inputs"]: r for r in requests if r["path"] != "/generate"}
+    assert len(sent) == df.height and {r["path"] for r in sent.values()} == {"/"}
+    for row_id, prompt in zip(df["id"], df["prompt"], strict=True):
+        inputs = "<s>[INST] " + prompt + " [/INST]"
+        seed = derive_seed("cosmopedia/v0.1", row_id)
+        assert sent[inputs]["body"] == {
+            "inputs": inputs,
+            "parameters": {**COSMOPEDIA_PARAMETERS, "seed": seed},
+        }
+
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["model"] == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert prov["revision"] == "125c431e2ff41a156b9f9076f744d2f35dd6e67a"
+    engine = prov["engine"]
+    assert (engine["kind"], engine["api"], engine["route"]) == ("tgi", "tgi", "/generate")
+    assert engine["request"] == {"path": "/", "parameters": COSMOPEDIA_PARAMETERS}
+    assert engine["chat_template"]["sha256"] == MIXTRAL_SHA256
+    assert engine["chat_template"]["bos_token"] == "<s>"
+    assert "ignored_sampling" not in engine
+
+
+def test_a_null_sampling_parameter_is_not_sent(tmp_path, monkeypatch):
+    """TGI's chat route reads no top_k and no repetition_penalty: null, they are not sent."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    record = tmp_path / "requests.jsonl"
+    prompts = tmp_path / "prompts.parquet"
+    write_prompts(prompts, n=3)
+    config = settings(
+        engine="tgi",
+        chat_template="server",
+        sampling={"top_k": None, "repetition_penalty": None},
+        server={"program": [*MIMIC, "tgi"], "extra_args": ["--dummy-record-requests", str(record)]},
+    )
+    code, paths = run_cli(tmp_path, "chat", prompts, config)
+    assert code == 0
+    bodies = [r["body"] for r in recorded(record) if r["path"] == "/v1/chat/completions"]
+    assert len(bodies) == 3
+    for body in bodies:
+        assert {"max_tokens": 2500, "temperature": 0.6, "top_p": 0.95}.items() <= body.items()
+        assert "top_k" not in body and "repetition_penalty" not in body
+    engine = json.loads(paths["provenance"].read_text())["engine"]
+    assert engine["request"] == {
+        "path": "/v1/chat/completions",
+        "parameters": {"max_tokens": 2500, "temperature": 0.6, "top_p": 0.95},
+    }
 
 
 def test_the_template_file_feeds_the_generate_param(tmp_path, monkeypatch):
@@ -240,3 +341,18 @@ def test_an_ignored_setting_fails_check_config_and_the_generate_command(tmp_path
     code, paths = run_cli(tmp_path, "refused", prompts, config)
     assert code == 2
     assert not paths["engine_log"].exists() and not paths["output"].exists()
+
+
+def test_the_dummy_records_the_requests_it_receives(tmp_path):
+    """`serve-dummy --record-requests` (and the mimics' --dummy-record-requests)."""
+    record = tmp_path / "requests.jsonl"
+    command = [sys.executable, "-m", "cosmopedia.cli", "serve-dummy", "--host", "{host}"]
+    command += ["--port", "{port}", "--record-requests", str(record)]
+    smoke = probes.smoke_request("tgi", "cosmopedia/dummy")
+    with Sidecar(command, tmp_path / "engine.log", startup_timeout_s=30, smoke=smoke):
+        pass
+    (request,) = recorded(record)
+    assert request == {
+        "path": "/generate",
+        "body": {"inputs": "Hello", "parameters": {"max_new_tokens": 2}},
+    }
