@@ -244,8 +244,8 @@ def test_sglang_chat_template_from_the_server_equals_the_template_file(prompts, 
         "mode": "file",
         "sha256": template_sha,
         "source": "chat.jinja",
-        "bos_token": "",
-        "eos_token": "",
+        "bos": "",
+        "eos": "",
     }
     expected = expected_texts(df, chat=True)
     assert output_texts(server_paths["output"]) == expected

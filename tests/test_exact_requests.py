@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, make_workdir, run_snakemake
-from cosmopedia import cli, plan, yamlfile
+from cosmopedia import cli, plan, redact, yamlfile
 from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines, probes
@@ -78,8 +78,8 @@ def test_mixtral_template_renders_what_cosmopedia_sent():
         "mode": "file",
         "sha256": MIXTRAL_SHA256,
         "source": MIXTRAL.name,
-        "bos_token": "<s>",
-        "eos_token": "</s>",
+        "bos": "<s>",
+        "eos": "</s>",
     }
     # The default leaves the BOS to the engine's tokenizer: one BOS instead of two.
     assert load_chat_template(str(MIXTRAL), "m", "r").render(prompt) == (
@@ -135,7 +135,7 @@ def test_a_cosmopedia_request_on_the_wire(tmp_path, monkeypatch):
     assert (engine["kind"], engine["api"], engine["route"]) == ("tgi", "tgi", "/generate")
     assert engine["request"] == {"path": "/", "parameters": COSMOPEDIA_PARAMETERS}
     assert engine["chat_template"]["sha256"] == MIXTRAL_SHA256
-    assert engine["chat_template"]["bos_token"] == "<s>"
+    assert engine["chat_template"]["bos"] == "<s>"
     assert "ignored_sampling" not in engine
 
 
@@ -163,6 +163,14 @@ def test_a_null_sampling_parameter_is_not_sent(tmp_path, monkeypatch):
         "path": "/v1/chat/completions",
         "parameters": {"max_tokens": 2500, "temperature": 0.6, "top_p": 0.95},
     }
+
+
+def test_the_manifest_keeps_the_template_tokens():
+    """The manifest's config (what `verify` rebuilds from) masks keys named like secrets
+    (*_token): the template tokens must come through unmasked."""
+    resolved = redact.config(cosmopedia_config())
+    assert resolved["generation"]["chat_template_tokens"] == {"bos": "<s>", "eos": "</s>"}
+    assert plan.generate_job(resolved).generation.chat_template_tokens.bos == "<s>"
 
 
 def test_the_template_file_feeds_the_generate_param(tmp_path, monkeypatch):
@@ -222,9 +230,9 @@ REFUSED = [
     ("native-mounts", {"engine": "tgi", "server": {"mounts": ["/a:/b"]}}, "server.mounts"),
     ("native-digest", {"engine": "tgi", "server": {"image_digest": None}}, "image_digest"),
     # Template tokens without a template the client renders.
-    ("tokens-raw", {"chat_template_tokens": {"bos_token": "<s>"}}, "chat_template_tokens"),
+    ("tokens-raw", {"chat_template_tokens": {"bos": "<s>"}}, "chat_template_tokens"),
     ("tokens-server", {"engine": "sglang", "chat_template": "server",
-                       "chat_template_tokens": {"eos_token": "</s>"}}, "chat_template_tokens"),
+                       "chat_template_tokens": {"eos": "</s>"}}, "chat_template_tokens"),
 ]  # fmt: skip
 
 
@@ -248,7 +256,7 @@ ACCEPTED = [
                    "server": {"launcher": "pyxis", "image": "i", "mounts": ["/a:/b"]}}),
     ("vllm-total-tokens", {"engine": "vllm", "server": {"max_total_tokens": 4096}}),
     ("tokens-with-file", {"chat_template": str(MIXTRAL),
-                          "chat_template_tokens": {"bos_token": "<s>"}}),
+                          "chat_template_tokens": {"bos": "<s>"}}),
 ]  # fmt: skip
 
 
@@ -295,7 +303,7 @@ def bad_cosmopedia_yaml() -> str:
     """config/cosmopedia.yaml with the chat route of its previous version."""
     text = COSMOPEDIA_YAML.read_text(encoding="utf-8")
     template = "  chat_template: resources/chat_templates/mixtral-8x7b-instruct-v0.1.jinja\n"
-    tokens = '  chat_template_tokens: {bos_token: "<s>", eos_token: "</s>"}\n'
+    tokens = '  chat_template_tokens: {bos: "<s>", eos: "</s>"}\n'
     assert template in text and tokens in text
     return text.replace(template, "  chat_template: server\n").replace(tokens, "")
 

@@ -350,8 +350,8 @@ class Sampling:
 @dataclass(frozen=True)
 class ChatTemplateTokens:
     SCHEMA_PATH: ClassVar = ("generation", "chat_template_tokens")
-    bos_token: str
-    eos_token: str
+    bos: str  # the template's bos_token
+    eos: str  # its eos_token
 
 
 @dataclass(frozen=True)

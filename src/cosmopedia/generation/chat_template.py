@@ -62,8 +62,8 @@ class ChatTemplate:
         if self.mode is None:
             return None
         record = {"mode": self.mode, "sha256": self.sha256, "source": self.source}
-        if self.mode == "file":
-            record |= {"bos_token": self.bos_token, "eos_token": self.eos_token}
+        if self.mode == "file":  # named as in generation.chat_template_tokens
+            record |= {"bos": self.bos_token, "eos": self.eos_token}
         return record
 
 

@@ -3,7 +3,7 @@
 The generate step sends every row with its own seed and the sampling parameters of
 `generation.sampling` (a parameter set to null is not sent). A server that receives a
 field it does not know drops it without a word; so the engines declare, per route they
-serve, the sampling parameters their server reads (`Engine.route_sampling`), and the
+serve, the sampling parameters their server reads (`Engine.sampling_read`), and the
 settings check refuses a parameter the chosen route would drop (`engines.check`).
 
 Facts, from the servers' sources:

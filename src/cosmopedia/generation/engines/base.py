@@ -3,7 +3,7 @@
 An `Engine` is built from the job's `settings.Generation`. The runner asks it, and never
 the kind's name: which settings go together (`check`), which settings it uses
 (`settings_used`, `unused_settings`) and which sampling parameters its server reads on
-each route (`route_sampling`), how many GPUs a job needs (`gpus`, the rule's
+each route (`sampling_table`), how many GPUs a job needs (`gpus`, the rule's
 `resources: gpu=`), which client protocol it speaks by default (`api`), which token the
 client sends (`token`), which chat template prompts go through (`chat_template`,
 `find_chat_template`), which route the client uses (`route`), how to start (or find) its
@@ -92,7 +92,7 @@ class Engine:
     # key); `unused_settings` takes out those its configuration leaves unused.
     settings_used: ClassVar[frozenset[str]] = frozenset()
     # Route -> the sampling parameters its server reads there (wire.py); a route absent is
-    # not served. `route_sampling` may choose by configuration (an endpoint's api).
+    # not served. `sampling_table` may choose by configuration (an endpoint's api).
     sampling_read: ClassVar[dict[str, frozenset[str]]] = wire.EVERY_ROUTE
     # Why a route reads fewer parameters, for the error message.
     sampling_why: ClassVar[dict[str, str]] = {}
@@ -139,8 +139,8 @@ class Engine:
             g.model,
             g.revision,
             find=self.find_chat_template,
-            bos_token=tokens.bos_token,
-            eos_token=tokens.eos_token,
+            bos_token=tokens.bos,
+            eos_token=tokens.eos,
         )
 
     def gpus(self) -> int:
