@@ -91,6 +91,8 @@ SETTINGS = {
         },
     },
 }
+# The schema's defaults of generation.server.
+SERVER_DEFAULTS = step_settings.validate({}, step_settings.subschema(("generation", "server")), "")
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -105,7 +107,12 @@ def _merge(base: dict, changes: dict) -> dict:
 
 def settings(**changes) -> dict:
     """SETTINGS with `changes` merged in (nested objects key by key)."""
-    return _merge(json.loads(json.dumps(SETTINGS)), changes)
+    merged = _merge(json.loads(json.dumps(SETTINGS)), changes)
+    if merged["engine"] == "endpoint" and "stop_grace_s" not in changes.get("server", {}):
+        # The endpoint engine stops no server: a stop grace other than the default is
+        # a setting it would ignore, refused.
+        merged["server"]["stop_grace_s"] = SERVER_DEFAULTS["stop_grace_s"]
+    return merged
 
 
 def write_prompts(path, n: int = 30, empty: tuple[int, ...] = ()) -> pl.DataFrame:

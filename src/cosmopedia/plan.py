@@ -264,7 +264,14 @@ def generate_request(config: dict) -> dict:
     generation = settings.result_affecting(
         config["generation"], settings.subschema(("generation",))
     )
-    return {"dataset_version": dataset_version(config), **generation}
+    from cosmopedia.generation.chat_template import SERVER
+
+    request = {"dataset_version": dataset_version(config), **generation}
+    template = generation["chat_template"]
+    if template not in (None, SERVER):
+        # The client renders the file: its content, not only its name, feeds the shards.
+        request["chat_template_sha256"] = sha256_text(Path(template).read_text(encoding="utf-8"))
+    return request
 
 
 def generate_retry_params(root: str, retry_failed: bool) -> dict[str, str]:

@@ -14,6 +14,8 @@ Schema annotations used here:
   x-planning: true      read while planning (file lists, input files), not by the jobs.
   x-presets: {name: {key: value}}   on a section with a `preset` key: the values a preset
                         gives the keys the config leaves out (see `apply_presets`).
+  x-engine-specific: true   a generation key only some engines use (`engine_specific`);
+                        each engine class lists those it uses, the others refuse it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
 PLANNING = "x-planning"
 PRESETS = "x-presets"
+ENGINE_SPECIFIC = "x-engine-specific"
 
 
 # --- the schema and validation -------------------------------------------------------------
@@ -139,6 +142,37 @@ def result_affecting(value: dict, node: dict) -> dict:
             continue
         out[key] = result_affecting(sub, spec) if isinstance(sub, dict) and spec else sub
     return out
+
+
+def leaves(value: dict, node: dict, prefix: str = "") -> dict[str, Any]:
+    """`value`'s settings by dotted key: objects of the schema with `properties` are
+    descended into, anything else (a scalar, a list, a free-form mapping) is one setting."""
+    out = {}
+    props = node.get("properties", {})
+    for key, sub in value.items():
+        spec = props.get(key, {})
+        if isinstance(sub, dict) and "properties" in spec:
+            out |= leaves(sub, spec, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = sub
+    return out
+
+
+def changed_settings(section) -> dict[str, Any]:
+    """The settings of a section dataclass whose value is not the schema's default, by
+    dotted key (a key of a free-form mapping such as `server.env` counts as a change)."""
+    node = subschema(section.SCHEMA_PATH)
+    defaults = leaves(validate({}, node, ".".join(section.SCHEMA_PATH)), node)
+    return {
+        key: value
+        for key, value in leaves(to_dict(section), node).items()
+        if key not in defaults or value != defaults[key]
+    }
+
+
+def engine_specific(node: dict) -> frozenset[str]:
+    """The properties of a schema object marked x-engine-specific."""
+    return frozenset(k for k, v in node.get("properties", {}).items() if v.get(ENGINE_SPECIFIC))
 
 
 def job_keys(node: dict) -> list[str]:
@@ -331,8 +365,15 @@ class Sampling:
     max_new_tokens: int
     temperature: float
     top_p: float
-    top_k: int
-    repetition_penalty: float
+    top_k: int | None  # None: not sent
+    repetition_penalty: float | None  # None: not sent
+
+
+@dataclass(frozen=True)
+class ChatTemplateTokens:
+    SCHEMA_PATH: ClassVar = ("generation", "chat_template_tokens")
+    bos: str  # the template's bos_token
+    eos: str  # its eos_token
 
 
 @dataclass(frozen=True)
@@ -344,6 +385,7 @@ class Generation:
     model: str
     revision: str
     chat_template: str | None
+    chat_template_tokens: ChatTemplateTokens
     instances: int
     gpus_per_instance: int
     concurrency: int
@@ -475,5 +517,6 @@ class Dataset:
 
 # Every dataclass that mirrors a part of the schema (tests/test_settings.py checks them).
 SECTIONS = (
-    Faults, Dummy, Server, Sampling, Generation, Clean, Minhash, Decontamination, HubDataset
+    Faults, Dummy, Server, Sampling, ChatTemplateTokens, Generation, Clean, Minhash,
+    Decontamination, HubDataset,
 )  # fmt: skip

@@ -1,5 +1,6 @@
-"""What a generations shard's provenance.json records: the engine (kind, API, route, chat
-template, launch command, image, /info), each server instance, the model and sampling,
+"""What a generations shard's provenance.json records: the engine (kind, API, route, what
+every request carried besides its prompt and seed, chat template, launch command, image,
+/info), each server instance, the model and sampling,
 the seed scheme, the client's limits, counts (done, failed by cause, finish reasons,
 tokens, retries, rows reused from the checkpoint and from the previous output, failed rows
 sent again), the host and the timings.
@@ -39,12 +40,13 @@ def shard_provenance(
     failures = collections.Counter(
         cause for cause in map(failure_cause, results) if cause is not None
     )
-    ignored = stream.instances[0].route.ignored_sampling if stream.instances else ()
     engine = {
         **started.record,
         "route": route,
+        # What the engine received: the URL path and the fields every request carried
+        # besides its prompt and its seed (the `seed` column).
+        "request": stream.instances[0].route.record() if stream.instances else None,
         "chat_template": template.record(),
-        "ignored_sampling": list(ignored),
     }
     instances = [
         {**server.record, "requests": instance.sent}

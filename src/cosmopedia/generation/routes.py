@@ -1,18 +1,27 @@
 """The client side of the engine protocols: `await route.generate(prompt, seed)`.
 
-Three routes, one per protocol, chosen from `generation.api` and `generation.chat_template`:
+Three routes, one per protocol, chosen from `generation.api` and `generation.chat_template`
+(`wire.route_path`):
 
-* `/generate` (TGI's native API, engines `tgi`, `dummy`, TGI endpoints): huggingface_hub's
-  `AsyncInferenceClient.text_generation(details=True)`, which takes every Cosmopedia
-  sampling parameter (top_k, repetition_penalty, a per-request seed) and reports
-  `finish_reason` and `generated_tokens`.
+* `/generate` (TGI's text-generation API, engines `tgi`, `dummy`, TGI endpoints):
+  huggingface_hub's `AsyncInferenceClient.text_generation(details=True)`, which takes
+  every Cosmopedia sampling parameter (top_k, repetition_penalty, a per-request seed) and
+  reports `finish_reason` and `generated_tokens`. huggingface_hub posts it to `/`, TGI's
+  compat route (a non-streamed request there is a /generate request), as Cosmopedia's
+  client did.
 * `/v1/completions` (vLLM, SGLang, OpenAI-compatible endpoints): huggingface_hub has no
   method for OpenAI text completions (its `chat_completion` is chat only), so this is one
   JSON POST through httpx2, the HTTP library huggingface_hub itself uses. vLLM and SGLang
   take top_k, repetition_penalty and seed as extra fields of this route.
 * `/v1/chat/completions` (`chat_template: server`): `AsyncInferenceClient.chat_completion`,
   the engine applies the model's own template. top_k and repetition_penalty go as extra
-  fields; TGI's chat route ignores them (its ChatRequest has neither), which is recorded.
+  fields.
+
+A sampling parameter set to null is not sent. Which parameters a server reads on each
+route is declared by its engine (`wire.py`); the settings check refuses one that the
+route would drop, so every parameter a route sends is one its server reads.
+`Route.parameters()` is what every request of a route carries besides the prompt and the
+seed, as the provenance records it.
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
 `EngineHTTPError` with the status) for `requests.classify`.
@@ -31,6 +40,7 @@ import httpx2
 import huggingface_hub
 from huggingface_hub import AsyncInferenceClient
 
+from cosmopedia.generation import wire
 from cosmopedia.redact import EndpointAccess
 from cosmopedia.settings import Sampling
 
@@ -61,8 +71,16 @@ class ProtocolError(RuntimeError):
 class Route:
     """One client protocol: `await generate(prompt, seed)` for each row of the shard."""
 
-    name = ""
-    ignored_sampling: tuple[str, ...] = ()
+    name = ""  # the protocol's route (wire.py)
+    path = ""  # the URL path the requests go to
+
+    def parameters(self) -> dict:
+        """The fields every request carries besides the prompt and its seed, as sent."""
+        raise NotImplementedError
+
+    def record(self) -> dict:
+        """What the engine receives, for provenance."""
+        return {"path": self.path, "parameters": self.parameters()}
 
     @classmethod
     def make(
@@ -96,7 +114,8 @@ class Route:
 
 
 class TgiGenerate(Route):
-    name = "/generate"
+    name = wire.GENERATE
+    path = "/"  # huggingface_hub's text_generation posts to TGI's compat route
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -104,52 +123,48 @@ class TgiGenerate(Route):
             base_url=self.base_url, api_key=self.token, timeout=self.timeout
         )
 
+    def parameters(self) -> dict:
+        # `do_sample` changes nothing next to a temperature (TGI samples when any of
+        # temperature/top_k/top_p is set); Cosmopedia's client left it out.
+        return {"details": True, "do_sample": True, **_sampling(self.sampling)}
+
     async def generate(self, prompt: str, seed: int) -> Output:
-        s = self.sampling
-        output = await self.client.text_generation(
-            prompt,
-            details=True,
-            seed=seed,
-            do_sample=True,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            repetition_penalty=s.repetition_penalty,
-        )
-        if output.details is None:
+        output = await self.client.text_generation(prompt, seed=seed, **self.parameters())
+        # huggingface_hub retries without the parameters a non-TGI server refuses, and
+        # then returns the text alone: a wiring error, never a silently dropped setting.
+        details = getattr(output, "details", None)
+        if details is None:
             raise ProtocolError("the engine returned no details: is it a TGI-protocol server?")
-        return Output(
-            output.generated_text,
-            output.details.generated_tokens,
-            str(output.details.finish_reason),
-        )
+        return Output(output.generated_text, details.generated_tokens, str(details.finish_reason))
 
     async def close(self) -> None:
         await self.client.close()
 
 
 class ChatCompletions(Route):
-    name = "/v1/chat/completions"
+    name = wire.CHAT
+    path = wire.CHAT
+    # Fields of the OpenAI chat API; the others go as extra fields of the body.
+    STANDARD = ("max_tokens", "temperature", "top_p")
 
-    def __init__(self, *args, tgi: bool = False):
+    def __init__(self, *args):
         super().__init__(*args)
         self.client = AsyncInferenceClient(
             base_url=self.base_url, api_key=self.token, timeout=self.timeout
         )
-        self.ignored_sampling = ("top_k", "repetition_penalty") if tgi else ()
+
+    def parameters(self) -> dict:
+        return _openai_sampling(self.sampling)
 
     async def generate(self, prompt: str, seed: int) -> Output:
-        s = self.sampling
-        passed = [k for k in ("top_k", "repetition_penalty") if k not in self.ignored_sampling]
-        extra = {k: getattr(s, k) for k in passed}
+        params = self.parameters()
+        standard = {k: v for k, v in params.items() if k in self.STANDARD}
+        extra = {k: v for k, v in params.items() if k not in self.STANDARD}
         output = await self.client.chat_completion(
             messages=[{"role": "user", "content": prompt}],
             model=self.model,
-            max_tokens=s.max_new_tokens,
             seed=seed,
-            temperature=s.temperature,
-            top_p=s.top_p,
+            **standard,
             extra_body=extra or None,
         )
         if not output.choices:
@@ -161,14 +176,10 @@ class ChatCompletions(Route):
     async def close(self) -> None:
         await self.client.close()
 
-    @classmethod
-    def make(cls, *args, api: str, http: httpx2.AsyncClient) -> Route:
-        # TGI's chat route has no top_k or repetition_penalty: recorded as ignored.
-        return cls(*args, tgi=api == "tgi")
-
 
 class Completions(Route):
-    name = "/v1/completions"
+    name = wire.COMPLETIONS
+    path = wire.COMPLETIONS
 
     def __init__(self, *args, http: httpx2.AsyncClient):
         super().__init__(*args)
@@ -182,18 +193,17 @@ class Completions(Route):
     def payload(self, prompt: str, seed: int) -> dict:
         """The request body (an engine with other names for the sampling parameters
         subclasses this route and changes them here)."""
-        s = self.sampling
         return {
             "model": self.model,
             "prompt": prompt,
-            "max_tokens": s.max_new_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "repetition_penalty": s.repetition_penalty,
+            **_openai_sampling(self.sampling),
             "seed": seed,
             "stream": False,
         }
+
+    def parameters(self) -> dict:
+        body = self.payload("", 0)
+        return {k: v for k, v in body.items() if k not in ("model", "prompt", "seed")}
 
     async def generate(self, prompt: str, seed: int) -> Output:
         response = await self.http.post(
@@ -215,6 +225,18 @@ class Completions(Route):
             raise ProtocolError(f"unreadable /v1/completions answer: {exc!r}") from exc
 
 
+def _sampling(sampling: Sampling) -> dict:
+    """`generation.sampling` by TGI's names, in `wire.SAMPLING` order; null ones left out."""
+    values = {name: getattr(sampling, name) for name in wire.SAMPLING}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _openai_sampling(sampling: Sampling) -> dict:
+    """The same by the OpenAI names (`max_tokens`)."""
+    values = _sampling(sampling)
+    return {"max_tokens": values.pop("max_new_tokens"), **values}
+
+
 def _error_message(response: httpx2.Response) -> str:
     try:
         body = response.json()
@@ -228,12 +250,15 @@ def _error_message(response: httpx2.Response) -> str:
     return str(error if error is not None else body)[:ERROR_MESSAGE_CHARS]
 
 
+ROUTES: dict[str, type[Route]] = {
+    cls.name: cls for cls in (TgiGenerate, Completions, ChatCompletions)
+}
+
+
 def route_class(api: str, chat_server: bool) -> type[Route]:
     """The route of protocol `api` ("tgi" or "openai"); `chat_server`: chat messages, the
     engine applies the chat template."""
-    if chat_server:
-        return ChatCompletions
-    return Completions if api == "openai" else TgiGenerate
+    return ROUTES[wire.route_path(api, chat_server)]
 
 
 def plain_http_client(

@@ -33,11 +33,7 @@ import polars as pl
 from cosmopedia import io, redact, settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines, routes
-from cosmopedia.generation.chat_template import (
-    SERVER,
-    ChatTemplateError,
-    load_chat_template,
-)
+from cosmopedia.generation.chat_template import SERVER, ChatTemplateError
 from cosmopedia.generation.checkpoint import Checkpoint, PreviousOutput
 from cosmopedia.generation.provenance import shard_provenance
 from cosmopedia.generation.requests import (
@@ -102,11 +98,9 @@ def run(
     """
     g = job.generation
     engine = engines.engine_for(g)
-    engine.check()
+    engines.check(job)
     try:
-        template = load_chat_template(
-            g.chat_template, g.model, g.revision, find=engine.find_chat_template
-        )
+        template = engine.chat_template()
     except ChatTemplateError as exc:
         raise CliError(str(exc)) from exc
     chat_server = template.mode == SERVER

@@ -4,7 +4,12 @@ its /health answers 200 and reads its /info. The client follows the environment'
 settings and authenticates as the URL says: its userinfo as HTTP Basic auth and its
 secret query parameters with every request (planning moved both out of the URL into the
 job's environment, `cosmopedia.redact`), else the bearer token COSMOPEDIA_ENDPOINT_TOKEN
-or the job's HF token (a protected endpoint)."""
+or the job's HF token (a protected endpoint).
+
+What the server reads is known from its protocol only: with `api: tgi` it is a TGI (its
+routes read what TGI's do); with `api: openai` the sampling parameters go as vLLM and
+SGLang read them (top_k and repetition_penalty as extra fields): a TGI behind an OpenAI
+URL would drop top_k, which no check before the job can see."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from cosmopedia import redact
 from cosmopedia.errors import CliError
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.base import Engine, Server, Started
 from cosmopedia.jsonvalues import is_int
 
@@ -26,6 +32,11 @@ class EndpointEngine(Engine):
     kind = "endpoint"
     default_api = "tgi"
     external = True
+    settings_used = frozenset({"endpoint_url", "server.max_concurrent_requests"})
+    sampling_why = wire.TGI_WHY
+
+    def sampling_table(self) -> dict[str, frozenset[str]]:
+        return wire.TGI if self.api == "tgi" else wire.OPENAI_SERVERS
 
     def check(self) -> None:
         g = self.generation
