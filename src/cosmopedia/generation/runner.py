@@ -68,6 +68,7 @@ def run(
     job: settings.Generate,
 ) -> dict:
     """Generate one shard; returns the provenance written to `provenance`."""
+    job_started = time.monotonic()
     g = job.generation
     engine = engines.engine_for(g)
     engine.check()
@@ -112,7 +113,11 @@ def run(
             )
         except EngineDied as exc:
             raise CliError(f"{exc}; finished rows are kept in {checkpoint}") from exc
-        generation_s = time.monotonic() - started_at
+        generation_ended = time.monotonic()
+        generation_s = generation_ended - started_at
+        # The tail with fewer requests in flight than the concurrency (stream.py).
+        drain_from = generation_ended if stream.drain_started is None else stream.drain_started
+        drain_s = min(max(generation_ended - drain_from, 0.0), generation_s)
         stream.log_progress()
 
     records = {**reused, **stream.results}
@@ -125,15 +130,28 @@ def run(
     )
     io.write_parquet(out, output)
 
-    timings = {"startup_s": startup_s, "generation_s": generation_s}
+    # job_s: the job's wall time so far (servers stopped, output written): what its GPUs
+    # were held for, with start-up and drain as its overhead (cosmopedia.accounting).
+    timings = {
+        "startup_s": startup_s,
+        "generation_s": generation_s,
+        "drain_s": drain_s,
+        "job_s": time.monotonic() - job_started,
+    }
+    usage = {
+        "gpus": engine.gpus(),
+        "rows": len(pending),
+        "tokens": stream.tokens,
+        "tokens_before_drain": stream.tokens_before_drain,
+    }
     prov = shard_provenance(
-        job, started, stream, route, template, results, len(reused), concurrency, timings
+        job, started, stream, route, template, results, len(reused), concurrency, timings, usage
     )
     io.write_json(prov, provenance)
     ckpt.path.unlink(missing_ok=True)
     log.info(
         "done: %d rows (%d reused), %d failed %s, %d tokens, %d retries, startup %.1f s, "
-        "generation %.1f s",
+        "generation %.1f s (drain %.1f s)",
         prov["rows"],
         len(reused),
         prov["failed"],
@@ -142,6 +160,7 @@ def run(
         prov["retries"],
         startup_s,
         generation_s,
+        drain_s,
     )
     return prov
 
