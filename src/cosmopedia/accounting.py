@@ -46,7 +46,6 @@ class ShardUsage:
     tokens_in_shard: int  # tokens generated for all its rows (reused ones included)
     run_rows: int  # rows this job generated (rows reused from a checkpoint excluded)
     run_tokens: int  # tokens this job generated
-    tokens_before_drain: int | None
 
     @property
     def unit(self) -> str:
@@ -75,11 +74,6 @@ class ShardUsage:
         if self.job_s <= 0:
             return 0.0
         return min((self.startup_s + (self.drain_s or 0.0)) / self.job_s, 1.0)
-
-    @property
-    def steady_s(self) -> float:
-        """The stream before its drain: every request slot busy."""
-        return max(self.generation_s - (self.drain_s or 0.0), 0.0)
 
     @property
     def other_s(self) -> float:
@@ -123,11 +117,10 @@ def shard_usage(key: str, source: str, prov: dict) -> ShardUsage:
         gpus = int(_number(usage.get("gpus")))
         run_rows = int(_number(usage.get("rows")))
         run_tokens = int(_number(usage.get("tokens")))
-        before = usage.get("tokens_before_drain")
     else:
         gpus = _gpus_of_old_record(prov)
         run_rows = rows - int(_number(prov.get("reused_from_checkpoint")))
-        run_tokens, before = tokens, None  # reused rows' tokens unknown: counted in
+        run_tokens = tokens  # the tokens of reused rows are not told apart: counted in
     return ShardUsage(
         key=key,
         source=source,
@@ -141,7 +134,6 @@ def shard_usage(key: str, source: str, prov: dict) -> ShardUsage:
         tokens_in_shard=tokens,
         run_rows=run_rows,
         run_tokens=run_tokens,
-        tokens_before_drain=None if before is None else int(_number(before)),
     )
 
 
@@ -184,8 +176,6 @@ class Totals:
     run_rows: int
     run_tokens: int
     stream_device_s: float  # sum of stream time x devices
-    steady_device_s: float  # sum of steady stream time x devices (drain recorded)
-    tokens_before_drain: int
     job_s: float  # sums over the jobs, for means
     startup_s: float
     generation_s: float
@@ -207,13 +197,6 @@ class Totals:
     def tokens_per_s(self) -> float | None:
         """Tokens per second of stream per GPU (per job without GPUs), drain included."""
         return self.run_tokens / self.stream_device_s if self.stream_device_s > 0 else None
-
-    @property
-    def steady_tokens_per_s(self) -> float | None:
-        """The same before the drain (every request slot busy); None if never measured."""
-        if self.steady_device_s <= 0 or self.tokens_before_drain <= 0:
-            return None
-        return self.tokens_before_drain / self.steady_device_s
 
     @property
     def tokens_per_prompt(self) -> float | None:
@@ -251,8 +234,6 @@ def totals(usages: Iterable[ShardUsage]) -> list[Totals]:
                 run_rows=sum(u.run_rows for u in group),
                 run_tokens=sum(u.run_tokens for u in group),
                 stream_device_s=sum(u.generation_s * u.devices for u in group),
-                steady_device_s=sum(u.steady_s * u.devices for u in drained),
-                tokens_before_drain=sum(u.tokens_before_drain or 0 for u in drained),
                 job_s=sum(u.job_s for u in group),
                 startup_s=sum(u.startup_s for u in group),
                 generation_s=sum(u.generation_s for u in group),

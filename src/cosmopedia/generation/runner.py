@@ -142,7 +142,6 @@ def run(
         "gpus": engine.gpus(),
         "rows": len(pending),
         "tokens": stream.tokens,
-        "tokens_before_drain": stream.tokens_before_drain,
     }
     prov = shard_provenance(
         job, started, stream, route, template, results, len(reused), concurrency, timings, usage

@@ -9,8 +9,8 @@ failing every remaining row.
 
 The drain is the tail of the stream in which fewer requests than the concurrency are in
 flight: it starts when the first worker finds no row left (at once when the shard has
-fewer pending rows than the concurrency). `drain_started` and `tokens_before_drain`
-record it for the shard's GPU-hour accounting (cosmopedia.accounting).
+fewer pending rows than the concurrency). `drain_started` records it for the shard's
+GPU-hour accounting (cosmopedia.accounting).
 """
 
 from __future__ import annotations
@@ -82,7 +82,6 @@ class Stream:
         self.started = time.monotonic()
         # The drain: when fewer requests than the concurrency remained in flight.
         self.drain_started: float | None = None
-        self.tokens_before_drain = 0
         self._sync: asyncio.Future | None = None
 
     async def run(self, pending: list[Request]) -> None:
@@ -126,7 +125,6 @@ class Stream:
     def _drain_starts(self) -> None:
         if self.drain_started is None:
             self.drain_started = time.monotonic()
-            self.tokens_before_drain = self.tokens
 
     async def _watch(self) -> None:
         """Abort as soon as an engine dies; log progress every few seconds."""
