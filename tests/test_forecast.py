@@ -265,7 +265,7 @@ def test_forecast_arithmetic_with_given_assumptions(tmp_path, monkeypatch):
     assert "throughput: 500 tokens/s per GPU (given: --tokens-per-s-per-gpu" in text
     assert "web: 2 shards (0 generated), 10,000 prompts; forecast" in text
     total = sum(s.hours for s in f.sources)
-    assert f"= {accounting.fmt_hours(total)} GPU-hours" in text
+    assert f"; forecast {accounting.fmt_hours(total)} GPU-hours" in text
 
 
 def test_forecast_uses_what_finished_shards_measured(tmp_path, monkeypatch):
@@ -328,7 +328,7 @@ COSMOPEDIA_COUNTS = (
 
 
 def total_hours(stdout: str) -> float:
-    match = re.search(r"^total: .* = ([\d,.]+) GPU-hours", stdout, re.M)
+    match = re.search(r"^total: .* forecast ([\d,.]+) GPU-hours", stdout, re.M)
     assert match, stdout
     return float(match.group(1).replace(",", ""))
 

@@ -482,13 +482,21 @@ def _total_lines(f: Forecast, unit_label: str) -> list[str]:
     shards = sum(s.shards for s in f.sources)
     prompts = sum(s.prompts for s in f.sources if s.prompts is not None)
     counted = sum(s.prompts is not None for s in f.sources)
-    share = f", overhead {accounting.fmt_share(overhead / forecast)}" if forecast else ""
+    share = (
+        f", overhead {accounting.fmt_share(overhead / forecast)} of the forecast"
+        if forecast
+        else ""
+    )
+    generated = sum(s.generated for s in f.sources)
+    hours = f"forecast {accounting.fmt_hours(forecast)}"
+    if generated:
+        both = accounting.fmt_hours(spent + forecast)
+        hours = f"spent {accounting.fmt_hours(spent)} + {hours} = {both}"
     line = (
-        f"total: {_plural(shards, 'shard')} ({sum(s.generated for s in f.sources)} generated), "
+        f"total: {_plural(shards, 'shard')} ({generated} generated), "
         f"{_count(prompts)} prompts known in {counted} of {len(f.sources)} sources (~"
-        f"{_count(sum(s.tokens for s in f.sources if s.tokens is not None))} tokens); spent "
-        f"{accounting.fmt_hours(spent)} + forecast {accounting.fmt_hours(forecast)} = "
-        f"{accounting.fmt_hours(spent + forecast)} {unit_label}{share}"
+        f"{_count(sum(s.tokens for s in f.sources if s.tokens is not None))} tokens); "
+        f"{hours} {unit_label}{share}"
     )
     other = [t for t in f.measured if t.unit != f.unit]
     if other:
