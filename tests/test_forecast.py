@@ -294,10 +294,21 @@ def test_forecast_uses_what_finished_shards_measured(tmp_path, monkeypatch):
     # is inside the measured rate.
     wall = 2.0 + 32 * 500 / 2_000 + 1.0
     assert by_source["stories"].job_walls == pytest.approx([wall, wall])
+    # The run's end: seed files are not read; a shard whose prompts are built counts, and
+    # the others of its source are taken at the mean of the known ones.
+    import polars as pl
+
+    built = root / "prompts" / "stories" / "stories-00000.parquet"
+    built.parent.mkdir(parents=True)
+    pl.DataFrame({"id": [str(i) for i in range(30)]}).write_parquet(built)
     text = "\n".join(forecast.progress_lines(config, str(root), "config/config.yaml"))
     assert text.startswith("generation: 2 of 6 shards generated")
     assert "measured: 2 generated shard(s), tokens generated per second of stream" in text
     assert "engine-hours (dummy: no GPUs)" in text and "GPU-hours" not in text
+    assert "stories: 2 shards (0 generated), 60 prompts; forecast" in text
+    assert "1 prompts shard(s) built: their rows; 1 shard(s) at the mean of the known" in text
+    assert "outline: 2 shards (0 generated), unknown prompts; forecast UNKNOWN" in text
+    assert "UNKNOWN (seed files not counted here: cosmopedia forecast counts them)" in text
 
 
 def run_forecast(*args: str) -> subprocess.CompletedProcess:

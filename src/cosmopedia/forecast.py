@@ -116,6 +116,7 @@ class Given:
     prompts: dict[str, int] = field(default_factory=dict)  # source -> prompts, all shards
     seed_rows: dict[str, int] = field(default_factory=dict)  # source -> seed rows
     jobs: int | None = None  # generate jobs running at once
+    count_seed_files: bool = True  # read local seed files for planned prompts
 
 
 @dataclass
@@ -205,21 +206,25 @@ def _prompts_of_shards(
             else:
                 how.append(f"{what}: the rest split evenly over {len(unknown)} shard(s)")
         elif unknown:
-            if offline is None:
-                offline = planned_prompts(config)
-            planned = {i: offline[rest[i].key] for i in unknown}
-            for i, n in planned.items():
-                counts[i] = None if n is None else float(n)
-            if any(n is not None for n in planned.values()):
-                factor = prompts_per_seed_row(config, source)
-                how.append(f"planned offline: seed file rows x {factor} prompt(s) per row")
+            if given.count_seed_files:
+                if offline is None:
+                    offline = planned_prompts(config)
+                planned = {i: offline[rest[i].key] for i in unknown}
+                for i, n in planned.items():
+                    counts[i] = None if n is None else float(n)
+                if any(n is not None for n in planned.values()):
+                    factor = prompts_per_seed_row(config, source)
+                    how.append(f"planned offline: seed file rows x {factor} prompt(s) per row")
             known = [c for c in counts if c is not None]
+            known += [generated[s.key].rows for s in source_shards if s.key in generated]
             missing = [i for i in unknown if counts[i] is None]
             if missing and known:
                 mean = sum(known) / len(known)
                 for i in missing:
                     counts[i] = mean
                 how.append(f"{len(missing)} shard(s) at the mean of the known ones")
+            elif missing and not given.count_seed_files:
+                how.append("UNKNOWN (seed files not counted here: cosmopedia forecast counts them)")
             elif missing:
                 how.append(_unknown_prompts(config, source))
         out[source] = (counts, "; ".join(how) or "all generated")
@@ -536,7 +541,9 @@ def progress_lines(config: dict, root: str, configfile: str) -> list[str]:
         f"what was measured (`cosmopedia forecast --configfile {configfile}` takes "
         "assumptions of your own):"
     )
-    return [head, *("  " + line for line in forecast_lines(make_forecast(config, root, Given())))]
+    # Seed files are not read here: at the end of a large run that could take minutes.
+    f = make_forecast(config, root, Given(count_seed_files=False))
+    return [head, *("  " + line for line in forecast_lines(f))]
 
 
 # --- command ---------------------------------------------------------------------------------
