@@ -10,8 +10,10 @@ Model of one generate job (one shard of P prompts, G GPUs; docs/cluster.md, "Siz
 An engine without GPUs (G = 0: dummy, endpoint, a CPU engine) is counted in engine-hours
 of job wall time, with a throughput per job. Each number comes from, in this order: the
 command line; what the finished shards measured (their provenance, cosmopedia.accounting:
-the rate while every request slot was busy, mean start-up, drain and rest of the job,
-tokens per prompt); a stated default. The output names the source of each.
+tokens per second of stream, mean start-up, drain and rest of the job, tokens per
+prompt); a stated default (none for the throughput). A given throughput is the engine's
+with every request slot busy, so the drain is added; a measured one covers whole streams,
+drain included, so it is not added again. The output names the source of each number.
 
 Prompts per shard: a generated shard's own rows; a prompts shard already built (its
 Parquet footer); `--prompts SOURCE=N` or `--seed-rows SOURCE=N` (the source's total, the
@@ -20,9 +22,9 @@ part not generated split evenly over its other shards); else what planning knows
 files' rows are not known offline: such a shard is "unknown", never guessed, unless other
 shards of its source are known (their mean is then used, and said).
 
-Nothing here reads seed data at Snakemake's parse time: planned_prompts opens local seed
-files (Parquet footers, jsonl lines), so it runs in this command and in the run's
-summary, never in planning.
+planned_prompts opens local seed files (Parquet footers, jsonl lines): this command does,
+Snakemake's planning never does, and the forecast at the end of a run does not either
+(`progress_lines`: built prompts shards and generated rows only).
 """
 
 from __future__ import annotations
