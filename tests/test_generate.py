@@ -264,7 +264,14 @@ def test_end_to_end_output(reference):
     assert prov["engine"]["command"][0] == "python"  # no absolute paths in outputs
     assert prov["generated_tokens"] == out["text_token_length"].sum()
     assert prov["sampling"] == SETTINGS["sampling"]
-    assert set(prov["timings"]) == {"startup_s", "generation_s"}
+    timings = prov["timings"]
+    assert set(timings) == {"startup_s", "generation_s", "drain_s", "job_s"}
+    # The drain is the stream's tail; the job holds its engine for start-up and stream.
+    assert 0 < timings["drain_s"] <= timings["generation_s"]
+    assert timings["job_s"] >= timings["startup_s"] + timings["generation_s"]
+    usage = prov["usage"]
+    assert usage["gpus"] == 0  # the dummy asks for no GPU: its time counts as engine-hours
+    assert usage == {"gpus": 0, "rows": 30, "tokens": prov["generated_tokens"]}
     assert "dummy engine serving" in paths["engine_log"].read_text()
 
 
@@ -302,7 +309,12 @@ def test_resume_reuses_checkpointed_rows(reference, dummy_server, tmp_path):
     assert code == 0
     assert stats(dummy_server.url)["requests"] - before == 30 - 12
     assert paths["output"].read_bytes() == first["output"].read_bytes()
-    assert json.loads(paths["provenance"].read_text())["reused_from_checkpoint"] == 12
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["reused_from_checkpoint"] == 12
+    # The run's usage counts only what it generated: reused rows cost this job nothing.
+    reused_tokens = int(done.head(12)["text_token_length"].sum())
+    assert prov["usage"]["rows"] == 18
+    assert prov["usage"]["tokens"] == prov["generated_tokens"] - reused_tokens
     assert not checkpoint.exists()
 
 

@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "decontam-summary": ("cosmopedia.decontam", "summary_main", "Per-benchmark decontam summary"),
     "dataset": ("cosmopedia.dataset", "main", "Final Cosmopedia-schema files + manifest"),
     "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
+    "forecast": (
+        "cosmopedia.forecast",
+        "main",
+        "GPU-hours generation will take, per source and in total (before or during a run)",
+    ),
     "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
     "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
     "check-config": (

@@ -4,8 +4,9 @@ One file per shard under data/<config>/<source>/ (one dataset config per source,
 group of sources sharing sources.<name>.dataset_config, as Cosmopedia's), the rows
 that every stage removed gathered in one table with their reason, a manifest with the
 sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
-plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
-give the same bytes.
+plain-text summary. Nothing in the release holds a timestamp or an absolute path: the
+same inputs give the same bytes. The summary (beside the release, not in it) also says
+what generation cost (GPU-hours, overhead: cosmopedia.accounting), which varies by run.
 
 Counts add up: the rows read from a seed file are the released rows plus the removed
 rows, and at every stage the rows that reach it are the rows it keeps plus the rows it
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia import __version__
+from cosmopedia import __version__, accounting
 from cosmopedia import settings as step_settings
 from cosmopedia.card import dataset_card
 from cosmopedia.errors import CliError
@@ -276,7 +277,10 @@ def determinism(generation: dict) -> str:
     )
 
 
-def summary_text(manifest: dict, root: str) -> str:
+def summary_text(manifest: dict, root: str, generation: list[str] | None = None) -> str:
+    """The run's summary (summary.txt, beside the release); `generation`: the lines of
+    what generation cost (cosmopedia.accounting), which describe one run and so are never
+    in the manifest."""
     totals = manifest["stage_rows"]["total"]
     lines = [
         f"Dataset {manifest['dataset']['name']} {manifest['dataset']['version']}: "
@@ -284,6 +288,7 @@ def summary_text(manifest: dict, root: str) -> str:
         f"in {len(manifest['files'])} files",
         "rows per stage: " + ", ".join(f"{s} {totals[s]}" for s in COUNTED_STAGES),
         "removed: " + (", ".join(f"{k} {v}" for k, v in manifest["removed"].items()) or "none"),
+        *(generation or []),
         f"dataset files:  {global_path(root, 'dataset_data')}/",
         f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
         f"checksums:      {global_path(root, 'checksums')} (sha256sum -c SHA256SUMS)",
@@ -312,7 +317,8 @@ def main(args) -> int:
         schema = pl.read_parquet_schema(release / manifest["files"][0]["path"])
         write_text(dataset_card(manifest, schema), release / RELEASE["card"])
         manifest = seal(release, manifest)
-    summary = summary_text(manifest, args.root)
+    usages = accounting.read_usages(args.root, plan)
+    summary = summary_text(manifest, args.root, accounting.summary_lines(usages))
     write_text(summary, global_path(args.root, "summary"))
     log.info("\n%s", summary)
     return 0

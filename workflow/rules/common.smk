@@ -145,10 +145,22 @@ def shard_plan_entries():
 
 
 def print_summary():
+    """The dataset step's summary.txt (rows, removed rows, GPU-hours and overhead) and, when
+    some planned shards are not generated yet, the forecast of their GPU-hours (read at
+    the end of the run, never at parse time)."""
     summary = layout.global_path(ROOT, "summary")
     if os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
             print(f"\n{f.read()}", end="")
+    from cosmopedia import forecast
+
+    config_file = workflow.configfiles[-1] if workflow.configfiles else "FILE"
+    try:
+        lines = forecast.progress_lines(config, ROOT, config_file)
+    except (CliError, PlanError, OSError, ValueError) as exc:
+        lines = [f"generation forecast not available: {exc}"]
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 # Folders passed to aggregate steps, derived from their outputs (as Snakemake's lint asks).

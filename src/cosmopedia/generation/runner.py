@@ -96,6 +96,7 @@ def run(
     the shard's retry state file, written with `retry_param` (the generate rule's param
     that reruns shards with failed rows, `plan.generate_retry_params`).
     """
+    job_started = time.monotonic()
     g = job.generation
     engine = engines.engine_for(g)
     engines.check(job)
@@ -164,7 +165,11 @@ def run(
             )
         except EngineDied as exc:
             raise CliError(f"{exc}; finished rows are kept in {checkpoint}") from exc
-        generation_s = time.monotonic() - started_at
+        generation_ended = time.monotonic()
+        generation_s = generation_ended - started_at
+        # The tail with fewer requests in flight than the concurrency (stream.py).
+        drain_from = generation_ended if stream.drain_started is None else stream.drain_started
+        drain_s = min(max(generation_ended - drain_from, 0.0), generation_s)
         stream.log_progress()
 
     records = {**reused, **stream.results}
@@ -177,9 +182,21 @@ def run(
     )
     io.write_parquet(out, output)
 
-    timings = {"startup_s": startup_s, "generation_s": generation_s}
+    # job_s: the job's wall time so far (servers stopped, output written): what its GPUs
+    # were held for, with start-up and drain as its overhead (cosmopedia.accounting).
+    timings = {
+        "startup_s": startup_s,
+        "generation_s": generation_s,
+        "drain_s": drain_s,
+        "job_s": time.monotonic() - job_started,
+    }
+    usage = {
+        "gpus": engine.gpus(),
+        "rows": len(pending),
+        "tokens": stream.tokens,
+    }
     prov = shard_provenance(
-        job, started, stream, route, template, results, reuse, concurrency, timings
+        job, started, stream, route, template, results, reuse, concurrency, timings, usage
     )
     io.write_json(prov, provenance)
     if previous:
@@ -189,7 +206,7 @@ def run(
         write_retry_state(retry_state, retry_param, results)
     log.info(
         "done: %d rows (%d reused), %d failed %s, %d tokens, %d retries, startup %.1f s, "
-        "generation %.1f s",
+        "generation %.1f s (drain %.1f s)",
         prov["rows"],
         len(reused),
         prov["failed"],
@@ -198,6 +215,7 @@ def run(
         prov["retries"],
         startup_s,
         generation_s,
+        drain_s,
     )
     failed = sum(r["error"] is not None for r in results)
     if failed:

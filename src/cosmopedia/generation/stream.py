@@ -6,6 +6,11 @@ admits until the shard runs out. The concurrency is min(generation.concurrency, 
 the servers' capacities). Every finished row goes to the checkpoint at once; a server
 that dies aborts the stream (`EngineDied`), so that the job is retried rather than
 failing every remaining row.
+
+The drain is the tail of the stream in which fewer requests than the concurrency are in
+flight: it starts when the first worker finds no row left (at once when the shard has
+fewer pending rows than the concurrency). `drain_started` records it for the shard's
+GPU-hour accounting (cosmopedia.accounting).
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class Stream:
         self.tokens = 0
         self.retries = 0
         self.started = time.monotonic()
+        # The drain: when fewer requests than the concurrency remained in flight.
+        self.drain_started: float | None = None
         self._sync: asyncio.Future | None = None
 
     async def run(self, pending: list[Request]) -> None:
@@ -84,6 +91,8 @@ class Stream:
             self.all_done.set()
         queue = iter(pending)
         workers = min(self.concurrency, len(pending))
+        if workers < self.concurrency:  # never full: the whole stream is a drain
+            self._drain_starts()
         tasks = [asyncio.create_task(self._worker(queue)) for _ in range(workers)]
         tasks.append(asyncio.create_task(self._watch()))
         try:
@@ -112,6 +121,11 @@ class Stream:
             self.remaining -= 1
             if self.remaining == 0:
                 self.all_done.set()
+        self._drain_starts()  # no row left for this worker: one fewer in flight from now
+
+    def _drain_starts(self) -> None:
+        if self.drain_started is None:
+            self.drain_started = time.monotonic()
 
     async def _watch(self) -> None:
         """Abort as soon as an engine dies; log progress every few seconds."""
