@@ -368,6 +368,7 @@ class Decontamination:
     ngram: int
     threshold: float
     min_block_chars: int
+    report_all_matches: bool
 
 
 # --- jobs: what one step's job receives ----------------------------------------------------
