@@ -360,6 +360,7 @@ class Minhash:
     seed: int
     precision: int
     tokenizer: str
+    bucket_jobs: int
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,11 @@ try:
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
     SHARDS = plan.plan_shards(config)
-    # Index files of the versions in minhash.index_from (may be none).
-    MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
+    # Per bucket, the index files of the versions in minhash.index_from (may be none).
+    MINHASH_PREVIOUS = plan.minhash_previous_indexes(config)
+    MINHASH_PREVIOUS_FILES = sum(MINHASH_PREVIOUS, [])
+    # The buckets of each buckets job (minhash.bucket_jobs contiguous groups).
+    BUCKET_GROUPS = plan.bucket_groups(config)
 except (CliError, PlanError) as exc:
     raise WorkflowError(f"config: {exc}") from None
 
@@ -109,7 +112,9 @@ def prompts_settings(wildcards):
 GENERATE_SETTINGS = settings(plan.generate_job(config))
 GENERATE_REQUEST = settings(plan.generate_request(config))
 CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
-MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
+# Without minhash.bucket_jobs (x-operational): how the buckets are split into jobs
+# changes no signature, and the settings text of planned jobs stays as it was.
+MINHASH_SETTINGS = settings(plan.job_settings(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
 # The benchmarks step needs only the N-gram size: a threshold change reruns it not.
 BENCHMARKS_SETTINGS = settings({"ngram": config["decontamination"]["ngram"]})
@@ -144,6 +149,11 @@ def dups_dir(wildcards, output):
 def index_dir(wildcards, output):
     """The folder of this version's {bucket}.minhash.index files."""
     return os.path.dirname(output.index[0])
+
+
+def bucket_files(name, buckets=BUCKETS):
+    """A per-bucket global file (layout.GLOBAL_FILES) of each of `buckets`."""
+    return [layout.global_path(ROOT, name, bucket=b) for b in buckets]
 
 
 def report_dir(wildcards, output):
