@@ -27,6 +27,7 @@ of it the three simulated runs of 21k jobs):
 
     .venv/bin/python bench/dag.py --json dag.json      # everything, 3,000 shards
     .venv/bin/python bench/dag.py --shards 300 --repeats 1 --exec-seconds 10  # ~4 min
+    .venv/bin/python bench/dag.py --shards 300 --skip-exec --bucket-jobs 14  # 14 buckets jobs
 
 `--workdir DIR` keeps (and reuses) the working directories, e.g. to measure "present"
 again with `--skip-absent`; `--snakefile` measures a copy of workflow/ (the simulated
