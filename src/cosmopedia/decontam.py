@@ -148,12 +148,7 @@ def long_matching_blocks(a: str, b: str, min_size: int) -> list[tuple[int, int, 
     `min_size` lies on a maximal common substring of at least `min_size` + 1 characters;
     within a range it is such a substring cut to the range: the longest cut, the earliest.
     """
-    runs = None
-    if min_size + 1 >= _MIN_SEED:
-        try:
-            runs = _common_runs(a, b, min_size + 1)
-        except UnicodeEncodeError:  # pragma: no cover - not from normalised texts
-            runs = None
+    runs = _common_runs(a, b, min_size + 1) if min_size + 1 >= _MIN_SEED else None
     if runs is None:
         return _difflib_long_blocks(a, b, min_size)
     a_start, b_start, length = runs
