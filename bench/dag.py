@@ -27,6 +27,7 @@ of it the three simulated runs of 21k jobs):
 
     .venv/bin/python bench/dag.py --json dag.json      # everything, 3,000 shards
     .venv/bin/python bench/dag.py --shards 300 --repeats 1 --exec-seconds 10  # ~4 min
+    .venv/bin/python bench/dag.py --shards 300 --skip-exec --bucket-jobs 14  # 14 buckets jobs
 
 `--workdir DIR` keeps (and reuses) the working directories, e.g. to measure "present"
 again with `--skip-absent`; `--snakefile` measures a copy of workflow/ (the simulated
@@ -148,11 +149,14 @@ def shard_counts(total: int) -> dict[str, int]:
     return counts
 
 
-def make_real(workdir: Path, shards: int) -> None:
+def make_real(workdir: Path, shards: int, bucket_jobs: int = 1) -> None:
     workdir.mkdir(parents=True)
     shutil.copytree(REPO / "resources", workdir / "resources")
     (workdir / "config").mkdir()
     shutil.copy(SCALE_CONFIG, workdir / "config" / "config.yaml")
+    if bucket_jobs != 1:  # the MinHash buckets in that many jobs
+        with open(workdir / "config" / "config.yaml", "a", encoding="utf-8") as f:
+            f.write(f"\nminhash:\n  bucket_jobs: {bucket_jobs}\n")
     for source, n in shard_counts(shards).items():
         folder = workdir / "seeds" / source
         folder.mkdir(parents=True)
@@ -556,18 +560,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", help="keep the working directories here (reused if they exist)"
     )
+    parser.add_argument(
+        "--bucket-jobs", type=int, default=1, help="minhash.bucket_jobs of the real workflow"
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="cosmopedia-dag-"))
-    results: dict = {"shards": args.shards}
+    results: dict = {"shards": args.shards, "bucket_jobs": args.bucket_jobs}
     try:
         real = (Path(args.snakefile).resolve(), base / "real")
         if (real[1] / SIMULATED).exists() and not args.skip_absent:
             shutil.rmtree(real[1])  # outputs of an earlier simulated run: start again
         if not real[1].exists():
             log(f"setting up {args.shards} empty seed shards in {real[1]}")
-            make_real(real[1], args.shards)
+            make_real(real[1], args.shards, args.bucket_jobs)
         first = dry_run(*real, "--forceall")  # the DAG's shape; fills the seed-hash cache
         stats = job_stats(first["out"])
         total = stats.pop("total")
@@ -581,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         # workflow costs beyond Snakemake's per-file bookkeeping.
         probe, probe_shards = base / "probe", 16  # at least one shard per source
         if not probe.exists():
-            make_real(probe, probe_shards)
+            make_real(probe, probe_shards, args.bucket_jobs)
         declared = declared_files(real[0], probe, probe_shards)
         if len(declared) != steps:
             raise SystemExit(f"found {len(declared)} per-shard rules, expected {steps}")
@@ -639,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(results: dict) -> None:
-    print(f"\nDAG: {results['dag']['jobs']} jobs from {results['shards']} shards")
+    print(
+        f"\nDAG: {results['dag']['jobs']} jobs from {results['shards']} shards "
+        f"(minhash.bucket_jobs {results.get('bucket_jobs', 1)})"
+    )
     for state in ("absent", "present"):
         if state not in results:
             continue

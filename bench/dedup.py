@@ -23,6 +23,7 @@ worker: the ratio falls towards 1 as shards grow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import subprocess
@@ -35,6 +36,7 @@ from pathlib import Path
 import polars as pl
 
 from cosmopedia import layout, minhash
+from cosmopedia import settings as step_settings
 from cosmopedia.io import write_parquet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,19 +99,35 @@ SNAKEFILE = """\
 # Written by bench/dedup.py: the project's MinHash rules on ready-made clean shards.
 import os
 
-from cosmopedia import layout, settings
+from cosmopedia import layout, plan, settings
 
 ROOT = "results"
 LOGS = f"{{ROOT}}/logs"
 RUNTIMES = f"{{ROOT}}/runtimes"
 FOLDER_FILES = layout.FOLDER_FILES
 KEYS = {keys!r}
-BUCKETS = list(range({num_buckets}))
-MINHASH_PREVIOUS_FILES = []
 config = {{"minhash": {settings!r}, "dataset": {{"name": "bench", "version": "v1"}}}}
-MINHASH_SETTINGS = settings.canonical_json(
-    settings.from_dict(settings.Minhash, config["minhash"], "minhash")
-)
+BUCKETS = list(range(config["minhash"]["num_buckets"]))
+BUCKET_GROUPS = plan.bucket_groups(config)
+MINHASH_PREVIOUS = [[] for _ in BUCKETS]
+MINHASH_PREVIOUS_FILES = []
+MINHASH_SETTINGS = settings.canonical_json(plan.job_settings(settings.Minhash, config))
+
+
+def dups_dir(wildcards, output):
+    return os.path.dirname(output.dups[0])
+
+
+def index_dir(wildcards, output):
+    return os.path.dirname(output.index[0])
+
+
+def results_root(wildcards, output):
+    return ROOT
+
+
+def bucket_files(name, buckets=BUCKETS):
+    return [layout.global_path(ROOT, name, bucket=b) for b in buckets]
 
 
 wildcard_constraints:
@@ -163,13 +181,11 @@ def timed(cmd: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]
     return time.perf_counter() - t0, proc
 
 
-def run_snakemake(work: Path, keys: list[str], settings: dict) -> float:
+def run_snakemake(work: Path, keys: list[str], settings) -> float:
     snakefile = work / "Snakefile"
     rules = REPO / "workflow" / "rules" / "minhash.smk"
     snakefile.write_text(
-        SNAKEFILE.format(
-            keys=keys, num_buckets=settings["num_buckets"], settings=settings, rules=rules
-        )
+        SNAKEFILE.format(keys=keys, settings=step_settings.to_dict(settings), rules=rules)
     )
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [str(BIN / "snakemake"), "-s", str(snakefile), "--directory", str(work)]
@@ -195,7 +211,7 @@ from cosmopedia import layout, minhash
 work, n_shards = sys.argv[1], int(sys.argv[2])
 settings = minhash.parse_settings({settings!r})
 config = minhash.minhash_config(settings)
-tokenizer = minhash.word_tokenizer(settings["tokenizer"])
+tokenizer = minhash.word_tokenizer(settings.tokenizer)
 
 
 def reader():
@@ -221,9 +237,9 @@ if __name__ == "__main__":
 """
 
 
-def run_datatrove(work: Path, n_shards: int, settings: dict) -> float:
+def run_datatrove(work: Path, n_shards: int, settings) -> float:
     script = work / "datatrove_minhash.py"
-    script.write_text(DATATROVE_SCRIPT.format(settings=settings))
+    script.write_text(DATATROVE_SCRIPT.format(settings=minhash.result_settings(settings)))
     wall, proc = timed([sys.executable, str(script), str(work), str(n_shards)])
     if proc.returncode:
         raise SystemExit(f"datatrove run failed:\n{proc.stderr[-3000:]}")
@@ -254,12 +270,12 @@ def removed_in_process(shards: dict[str, list[dict]], tokenizer: str, settings: 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = write_shards(shards, tmp)
-        s = settings | {"tokenizer": tokenizer}
+        s = dataclasses.replace(settings, tokenizer=tokenizer)
         sig = {k: str(tmp / "sig" / k) for k in paths}
         for key, path in paths.items():
             minhash.signature(path, sig[key], tmp / "stream" / f"{key}.json", s)
         minhash.buckets(sig, tmp / "dups", s)
-        dups = [str(minhash.dups_path(tmp / "dups", b)) for b in range(s["num_buckets"])]
+        dups = [str(minhash.dups_path(tmp / "dups", b)) for b in range(s.num_buckets)]
         table = minhash.cluster(dups, sig, tmp / "remove", tmp / "clusters.parquet", s)
         return set(table.filter(~pl.col("kept"))["id"])
 
@@ -320,7 +336,7 @@ def main() -> int:
         kept = set(pl.read_parquet(sorted(str(p) for p in (trove / "out").glob("*.parquet")))["id"])
         trove_removed = {r["id"] for rows in shards.values() for r in rows} - kept
         rss, job_s = {}, {}
-        bench_dir = snake / "results" / "benchmarks"
+        bench_dir = snake / "results" / "runtimes"
         for path in sorted(bench_dir.rglob("*.tsv")):
             rule = path.relative_to(bench_dir).parts[0].removesuffix(".tsv")
             table = pl.read_csv(path, separator="\t")

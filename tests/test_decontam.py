@@ -156,12 +156,20 @@ def test_flags_exactly_the_planted_contaminations_above_the_threshold():
             body = f"{body[:cut]} {' '.join(item)} {body[cut:]}"
         texts[f"doc/{d:03d}"], planted[f"doc/{d:03d}"] = body, kind
     reference = reference_flagged(texts, items)
-    matches = find_contamination(texts, items)
-    assert {(m.row_id, m.item_id): m.ratio for m in matches} == {
+    every = find_contamination(texts, items, default_settings(report_all_matches=True))
+    pairs = {
         (row, item): ratio for row, ratios in reference.items() for item, ratio in ratios.items()
     }
-    flagged = {m.row_id for m in matches if m.confirmed}
+    assert {(m.row_id, m.item_id): m.ratio for m in every} == pairs
+    flagged = {m.row_id for m in every if m.confirmed}
     assert flagged == {row for row, ratios in reference.items() if max(ratios.values()) > 0.5}
+    # By default a row's checking stops at its first confirmed candidate: the same rows go,
+    # and every candidate checked has the reference's ratio.
+    checked = find_contamination(texts, items)
+    assert {(m.row_id, m.item_id): m.ratio for m in checked}.items() <= pairs.items()
+    assert {m.row_id for m in checked if m.confirmed} == flagged
+    for row, ms in by_row(checked).items():
+        assert [m.confirmed for m in ms] == [False] * (len(ms) - 1) + [ms[-1].confirmed], row
     assert {d for d, k in planted.items() if k in ("verbatim", "disguised")} <= flagged
     assert {d for d, k in planted.items() if k == "none"}.isdisjoint(flagged)
     assert any(k == "fragment" and d not in flagged for d, k in planted.items())
@@ -176,6 +184,31 @@ def test_diff_ratio_is_difflibs_with_and_without_the_verbatim_shortcut():
             cut = rng.randrange(len(row))
             row = f"{row[:cut]} {item} {row[cut:]}"
         assert decontam.diff_ratio(row, item, 5) == reference_ratio(row, item)
+
+
+@pytest.mark.parametrize("search", ["common substrings", "difflib's scans"])
+def test_long_matching_blocks_are_difflibs_long_blocks(search, monkeypatch):
+    """Both ways find exactly difflib's blocks above min_size (small alphabets make many
+    equal-length ties, which difflib breaks by position; a large alphabet, more than 64
+    bits for min_size + 1 characters, and min_size < 2 take difflib's scans)."""
+    if search == "difflib's scans":
+        monkeypatch.setattr(decontam, "_MIN_SEED", 10**6)
+    rng = random.Random(9)
+    wide = [chr(0x4E00 + i) for i in range(1100)]  # 1,100 distinct: 11 bits, 6 x 11 > 64
+    for case in range(3000):
+        alphabet = rng.choice(["ab", "abc ", "abcdefgh ", "the of a cat dog ", "aé ü ß", wide])
+        a = "".join(rng.choices(alphabet, k=rng.randint(0, 300)))
+        b = "".join(rng.choices(alphabet, k=rng.randint(0, 80)))
+        if a and rng.random() < 0.5:
+            start = rng.randrange(len(a))
+            b = b[:10] + a[start : start + rng.randint(5, 40)] + b[10:]
+        if case % 50 == 0:
+            a = "".join(rng.choices(wide, k=400))  # the whole wide alphabet in one string
+            b = a[100:160] + "".join(rng.choices(wide, k=50))
+        size = rng.randint(0, 8)
+        blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
+        want = [tuple(block) for block in blocks if block.size > size]
+        assert decontam.long_matching_blocks(a, b, size) == want, (a, b, size)
 
 
 def test_threshold_and_ngram_settings():
@@ -232,7 +265,49 @@ def run_cli(tmp_path, rows: pl.DataFrame, items: list[dict], settings='{"ngram":
     return {name: (tmp_path / name).read_bytes() for name in names}
 
 
-def test_best_match_wins_ties_by_item_id_and_reruns_are_byte_identical(tmp_path):
+def test_checking_stops_at_the_first_confirmed_candidate_likeliest_first():
+    """The likeliest candidate (largest share of its N-grams in the row) is checked first;
+    an unconfirmed one before the confirmed one stays in the report, those after are not
+    checked. report_all_matches checks them all and removes the same rows."""
+    long_item = words(40, 21).split()
+    short_item = words(20, 22).split()
+    fragment = words(60, 23).split()  # shares one N-gram with the row
+    edited = long_item[:]
+    edited[10], edited[25] = "zzzzzz", "qqqqqq"  # 20 of its 31 N-grams lost
+    items = [
+        {"id": "t/1-edited", "task_name": "t", "text": " ".join(long_item)},
+        {"id": "t/2-short", "task_name": "t", "text": " ".join(short_item)},
+        {"id": "t/0-fragment", "task_name": "t", "text": " ".join(fragment)},
+    ]
+    row = " ".join(
+        [words(50, 24), " ".join(fragment[30:40]), words(50, 25), " ".join(short_item[:14])]
+        + [words(50, 26), " ".join(edited), words(50, 27)]
+    )
+    every = find_contamination({"r": row}, items, default_settings(report_all_matches=True))
+    ratio = {m.item_id: m.ratio for m in every}
+    assert ratio["t/1-edited"] > 0.85 > ratio["t/2-short"] > 0.5 > ratio["t/0-fragment"]
+    settings = default_settings(threshold=0.85)
+    checked = find_contamination({"r": row}, items, settings)
+    # Shares: short 5/11, edited 11/31, fragment 1/51.
+    assert [(m.item_id, m.confirmed) for m in checked] == [
+        ("t/2-short", False),
+        ("t/1-edited", True),
+    ]
+    assert [m.ratio for m in checked] == [ratio["t/2-short"], ratio["t/1-edited"]]
+    all_settings = default_settings(threshold=0.85, report_all_matches=True)
+    assert len(find_contamination({"r": row}, items, all_settings)) == 3
+    df = pl.DataFrame({"id": ["r", "s"], "text": [row, words(80, 28)]})
+    index = BenchmarkIndex(read_items_frame(items), 10)
+    kept, report = decontam.decontaminate(df, index, settings)
+    kept_all, report_all = decontam.decontaminate(df, index, all_settings)
+    assert kept["id"].to_list() == kept_all["id"].to_list() == ["s"]
+    assert report.filter("best")["item_id"].to_list() == ["t/1-edited"]
+    assert report["removed"].all() and report_all["removed"].all()
+    assert report_all.height == 3
+
+
+@pytest.mark.parametrize("every", [False, True], ids=["first-confirmed", "all-matches"])
+def test_best_match_wins_ties_by_item_id_and_reruns_are_byte_identical(tmp_path, every):
     items = [
         {"id": "b", "task_name": "t", "text": QUESTION},
         {"id": "a", "task_name": "t", "text": QUESTION},
@@ -246,24 +321,28 @@ def test_best_match_wins_ties_by_item_id_and_reruns_are_byte_identical(tmp_path)
             "extra": [1, 2, 3],
         }
     )
-    first = run_cli(tmp_path, rows, items)
+    settings = json.dumps({"ngram": 10, "report_all_matches": every})
+    first = run_cli(tmp_path, rows, items, settings)
     kept = read_parquet(tmp_path / "kept.parquet")
     assert kept.equals(rows.filter(pl.col("id") != "r1"))
     report = read_parquet(tmp_path / "rep.parquet")
     assert report.columns == list(decontam.REPORT_SCHEMA)
-    assert report["item_id"].to_list() == ["a", "b", "c"]
-    assert report["best"].to_list() == [True, False, False]
-    assert report["confirmed"].to_list() == [True, True, True]
+    # a, b and c are all in r1 verbatim (share 1, ratio 1): a, the first by id, is checked
+    # first and confirmed; only with report_all_matches are b and c checked too.
+    checked = ["a", "b", "c"] if every else ["a"]
+    assert report["item_id"].to_list() == checked
+    assert report["best"].to_list() == [True] + [False] * (len(checked) - 1)
+    assert report["confirmed"].all()
     assert report["removed"].all()
     summary = pl.read_csv(tmp_path / "summary.tsv", separator="\t")
     assert summary.columns == list(decontam.SUMMARY_SCHEMA)
     assert summary.select("task_name", "items", "candidates_checked", "rows_removed").rows() == [
-        ("t", 2, 2, 1),
-        ("u", 1, 1, 0),
+        ("t", 2, 2 if every else 1, 1),
+        ("u", 1, 1 if every else 0, 0),
         ("v", 1, 0, 0),
     ]
     assert summary["matched_item_ids"].fill_null("").to_list() == ["a", "", ""]
-    assert run_cli(tmp_path / "again", rows, items) == first
+    assert run_cli(tmp_path / "again", rows, items, settings) == first
 
 
 def test_summary_of_no_report_lists_every_benchmark():

@@ -330,3 +330,42 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
     shard = shard_path(str(DEMO_ROOT), "generations", CANCEL_SOURCE, CANCEL_SHARD)
     assert shard.startswith(target + "/")
     assert (work / shard).read_bytes() == (demo_run / shard).read_bytes()
+
+
+# --- MinHash buckets in several Slurm jobs (minhash.bucket_jobs) --------------------------
+
+BUCKET_JOBS = {"minhash_buckets_00_04", "minhash_buckets_05_09", "minhash_buckets_10_13"}
+
+
+def test_bucket_jobs_run_as_separate_slurm_jobs_with_the_same_results(
+    slurm_run, demo_run, tmp_path
+):
+    """minhash.bucket_jobs: 3 in a copy of the Slurm run: three buckets jobs on the CPU
+    partition, each a group of buckets; nothing upstream of them reruns (not a signature),
+    and every MinHash, dedup and decontam file and the dataset's root hash are those of
+    the local single-job run."""
+    work = tmp_path / "work"
+    shutil.copytree(slurm_run.workdir, work, symlinks=True)
+    shutil.rmtree(work / ".snakemake" / "slurm_logs", ignore_errors=True)
+    (work / "jobs.yaml").write_text(yaml.safe_dump({"minhash": {"bucket_jobs": 3}}))
+    config = ["--configfile", str(work / "config" / "config.yaml"), str(work / "jobs.yaml")]
+    proc = run_snakemake(work, "--profile", str(PROFILE), *config, timeout=RUN_TIMEOUT_S)
+    jobs = sacct_jobs(slurm_run_id(proc.stderr + proc.stdout), work)
+    assert all(job.state == "COMPLETED" for job in jobs), [(j.comment, j.state) for j in jobs]
+    rules = {job.rule for job in jobs}
+    assert {job.rule for job in jobs if job.rule.startswith("minhash_buckets")} == BUCKET_JOBS
+    assert rules.isdisjoint({"ingest", "prompts", "generate", "clean", "minhash_signature"})
+    assert rules >= {"minhash_cluster", "minhash_filter", "decontaminate", "dataset"}
+    cpu = profile_resources()["cpu_partition"]
+    assert all(job.partition == cpu for job in jobs if job.rule in BUCKET_JOBS)
+
+    one, several = demo_run / DEMO_ROOT, work / DEMO_ROOT
+    for folder in ("minhash/buckets", "minhash/index", "minhash/remove", "dedup", "decontam"):
+        files = sorted(p.relative_to(one) for p in (one / folder).rglob("*") if p.is_file())
+        assert files, folder
+        for rel in files:
+            assert (several / rel).read_bytes() == (one / rel).read_bytes(), rel
+    manifest = json.loads((several / "dataset" / "manifest.json").read_text())
+    expected = json.loads((demo_run / MANIFEST).read_text())
+    assert manifest["root_sha256"] == expected["root_sha256"]
+    assert manifest["files"] == expected["files"]

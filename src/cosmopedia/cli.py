@@ -27,7 +27,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "clean": ("cosmopedia.clean", "main", "Generations -> cleaned rows + dropped rows"),
     "minhash-signature": ("cosmopedia.minhash", "signature_main", "MinHash signatures of a shard"),
-    "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of one bucket"),
+    "minhash-inputs": (
+        "cosmopedia.minhash",
+        "inputs_main",
+        "Every shard's signatures summed up for several buckets jobs",
+    ),
+    "minhash-buckets": ("cosmopedia.minhash", "buckets_main", "Duplicate pairs of buckets"),
     "minhash-cluster": ("cosmopedia.minhash", "cluster_main", "Clusters -> per-shard removals"),
     "minhash-filter": ("cosmopedia.minhash", "filter_main", "Drop a shard's duplicates"),
     "benchmarks-download": (

@@ -127,10 +127,12 @@ def write_parquet(
     path: str | os.PathLike,
     sort_by: str | None = "id",
     metadata: dict[str, object] | None = None,
+    compression_level: int = PARQUET_COMPRESSION_LEVEL,
 ) -> None:
     """Write `df` as deterministic zstd Parquet, sorted by `sort_by`, atomically.
 
     `metadata` (JSON-able values) is stored as key-value metadata, cosmopedia.<name>.
+    `compression_level`: zstd's; the same level always gives the same bytes.
     """
     if sort_by is not None and sort_by in df.columns:
         df = df.sort(sort_by, maintain_order=True)
@@ -142,7 +144,7 @@ def write_parquet(
         df.write_parquet(
             tmp,
             compression=PARQUET_COMPRESSION,
-            compression_level=PARQUET_COMPRESSION_LEVEL,
+            compression_level=compression_level,
             row_group_size=PARQUET_ROW_GROUP_SIZE,
             statistics=True,
             metadata=kv or None,

@@ -61,6 +61,8 @@ FOLDER_FILES = {
 GLOBAL_FILES = {
     "plan": "plan/shards.json",
     "buckets": "minhash/buckets/{bucket}.dups",
+    # Every shard's signatures summed up: the one input of each of several buckets jobs.
+    "minhash_inputs": "minhash/inputs.json",
     "remove_dir": "minhash/remove",
     "clusters": "minhash/clusters.parquet",
     "cluster_report": "minhash/cluster_report.tsv",

@@ -1,10 +1,12 @@
 """MinHash near-duplicate removal: datatrove's four stages, one Snakemake job per task.
 
     minhash-signature  (one job per shard)   CLEAN.parquet -> SIGDIR/ (with SIGDIR/stream.json)
-    minhash-buckets    (one job)             every SIGDIR's bucket_B.sig (+ a previous
-                                             version's B.minhash.index) -> B.dups + B.dups.json
+    minhash-buckets    (one job, or one per  every SIGDIR's bucket_B.sig (+ a previous
+                        group of buckets)    version's B.minhash.index) -> B.dups + B.dups.json
                                              + this version's B.minhash.index (+ .json), for
-                                             every bucket B, as datatrove tasks
+                                             every bucket B of the job, as datatrove tasks
+    (minhash-inputs     (with several        every SIGDIR's stream.json -> one summary, the
+                        buckets jobs)        buckets jobs' one input: minhash.bucket_jobs)
     minhash-cluster    (one job)             all .dups -> REMOVEDIR/{key}.remove and
                                              {key}.previous + clusters.parquet + report .tsv
     minhash-filter     (one job per shard)   CLEAN.parquet + {key}.remove -> kept + removed rows
@@ -76,6 +78,7 @@ log = logging.getLogger("cosmopedia.minhash")
 SAME_TOKENS = {"spacy_cached": "spacy"}
 STREAM_FORMAT = "cosmopedia.minhash.stream/2"
 DUPS_FORMAT = "cosmopedia.minhash.dups/2"
+INPUTS_FORMAT = "cosmopedia.minhash.inputs/1"
 INDEX_FORMAT = "cosmopedia.minhash.index/1"
 INDEX_NAME = "index"  # datatrove's create_index_name inside the buckets job
 REMOVED_REASON = "minhash_duplicate"
@@ -95,6 +98,14 @@ def parse_settings(raw) -> step_settings.Minhash:
     return step_settings.from_dict(step_settings.Minhash, raw, "minhash")
 
 
+def result_settings(settings: step_settings.Minhash) -> dict:
+    """The settings that change results: without the x-operational ones (bucket_jobs),
+    which say how the work is split into jobs. What the rules pass as --settings."""
+    return step_settings.result_affecting(
+        step_settings.to_dict(settings), step_settings.subschema(("minhash",))
+    )
+
+
 def identity(settings: step_settings.Minhash) -> dict:
     """What must be equal for signatures to be comparable: settings + library versions.
 
@@ -103,7 +114,7 @@ def identity(settings: step_settings.Minhash) -> dict:
     """
     spacy = version("spacy") if settings.tokenizer in ("spacy", "spacy_cached") else None
     ident = {
-        "settings": step_settings.to_dict(settings),
+        "settings": result_settings(settings),
         "datatrove": version("datatrove"),
         "spacy": spacy,
     }
@@ -528,6 +539,29 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
 # ---------------------------------------------------------------- step 2: buckets
 
 
+def signature_inputs(signatures: dict[str, str], output, settings) -> dict:
+    """Every shard's signature stream, checked against the settings, summed up in one
+    small file: with several buckets jobs (minhash.bucket_jobs), their one input instead
+    of every signature folder each (Snakemake plans each input of each job). The buckets
+    jobs check that the signatures they read are still these."""
+    settings = parse_settings(settings)
+    expected = identity(settings)
+    streams = load_signature_streams(signatures, expected)
+    record = {
+        "format": INPUTS_FORMAT,
+        "n_shards": len(streams),
+        "n_docs": sum(s["n_docs"] for s in streams.values()),
+        "n_signed": sum(s["n_signed"] for s in streams.values()),
+        "inputs_sha256": inputs_digest(streams),
+        **expected,
+    }
+    write_json(record, output)
+    log.info(
+        "%d shards, %d documents, %d signed", len(streams), record["n_docs"], record["n_signed"]
+    )
+    return record
+
+
 def index_manifest_path(index) -> Path:
     return Path(f"{index}.json")
 
@@ -580,6 +614,29 @@ def index_bucket(path) -> int:
 # Below this many bytes of signatures the buckets are merged one after the other in this
 # process: starting datatrove's worker pool costs more than it saves.
 POOL_MIN_BYTES = 128 << 20
+# Files a process holds open besides the signature files (Python, libraries, logs).
+OWN_OPEN_FILES = 64
+
+
+def allow_open_files(needed: int) -> None:
+    """Let this process (and its workers) open `needed` more files at once: datatrove's
+    buckets step opens every shard's signature file of a bucket together, 3,000 at
+    Cosmopedia's size, above the soft limit of many systems (often 1,024). The soft limit
+    is raised up to the hard one; beyond that, fail before any work, naming both."""
+    import resource
+
+    want = needed + OWN_OPEN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise CliError(
+            f"{needed} signature files per bucket are opened at once, but at most {hard} "
+            "files may be open (hard limit, ulimit -Hn): raise it on the nodes of the "
+            "buckets jobs, or use fewer, larger shards"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    log.info("open files limit raised from %d to %d (hard limit %s)", soft, want, hard)
 
 
 def buckets(
@@ -591,6 +648,7 @@ def buckets(
     only: Iterable[int] | None = None,
     workers: int = 1,
     version_name: str | None = None,
+    inputs=None,
 ) -> dict[int, dict]:
     """Duplicate pairs of every bucket over the declared shards -> DIR/{b}.dups + .json.
 
@@ -598,7 +656,8 @@ def buckets(
     duplicates); index_dir: where to write this version's index ({b}.minhash.index +
     .json). The buckets run as datatrove tasks: in this process, or with `workers` > 1 and
     enough data in datatrove's LocalPipelineExecutor (a fresh logging folder each time,
-    so its completion markers never skip a task). Returns the manifest of each bucket.
+    so its completion markers never skip a task). `inputs`: the signature_inputs record
+    the signatures must still match. Returns the manifest of each bucket.
     """
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
@@ -611,6 +670,13 @@ def buckets(
     keys = shard_order(signatures)
     streams = load_signature_streams(signatures, expected)
     digest = inputs_digest(streams)
+    if inputs is not None:
+        record = read_json(inputs)
+        if record.get("format") != INPUTS_FORMAT or record.get("inputs_sha256") != digest:
+            raise CliError(
+                f"{inputs} does not sum up these {len(keys)} shards' signatures (changed "
+                "since it was written?); rerun minhash-inputs"
+            )
     previous: dict[int, list[tuple[str, dict]]] = {b: [] for b in range(nb)}
     for path in index_from:
         b = index_bucket(path)
@@ -619,6 +685,7 @@ def buckets(
         previous[b].append((str(path), check_previous_index(path, expected, b)))
     dups_dir = Path(dups_dir)
     dups_dir.mkdir(parents=True, exist_ok=True)
+    allow_open_files(len(keys) + max((len(v) for v in previous.values()), default=0))
     with scratch_dir(dups_dir / "x", "minhash-buckets") as work:
         sig_bytes = 0
         for b in todo:
@@ -962,8 +1029,12 @@ def add_arguments(name, parser):
             help="index files of previous versions: matching documents go",
         )
         parser.add_argument("--buckets", nargs="+", type=int, help="only these (default: all)")
+        parser.add_argument("--inputs", help="the minhash-inputs record to check against")
         parser.add_argument("--workers", type=int, default=1, help="datatrove worker processes")
         parser.add_argument("--version-name", help="recorded in the index manifests")
+    elif name == "minhash-inputs":
+        add_plan_arguments(parser, "signatures", "KEY=SIGDIR", "every shard's signatures")
+        parser.add_argument("--output", required=True, help="the record (.json)")
     elif name == "minhash-cluster":
         parser.add_argument("--dups", required=True, nargs="+", help=".dups of every bucket")
         add_plan_arguments(parser, "signatures", "KEY=SIGDIR", "every shard's signatures")
@@ -1004,7 +1075,13 @@ def buckets_main(args) -> int:
         only=args.buckets,
         workers=args.workers,
         version_name=args.version_name,
+        inputs=args.inputs,
     )
+    return 0
+
+
+def inputs_main(args) -> int:
+    signature_inputs(signature_dirs(args), args.output, _load(args.settings))
     return 0
 
 

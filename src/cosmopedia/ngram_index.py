@@ -9,6 +9,7 @@ How the normalisation is made fast is told in cosmopedia.decontam's docstring.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import unicodedata
@@ -33,8 +34,6 @@ _ASCII_TABLE = bytes(
     ord(chr(c).lower()) if chr(c).isalnum() or c == ord("_") else ord(" ") for c in range(128)
 ) + bytes(range(128, 256))
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
-# Non-ASCII character -> its image under Cosmopedia's normalisation (False: not per-char).
-_CHAR_IMAGES: dict[str, str | bool] = {}
 
 
 class _NotPerChar(Exception):
@@ -58,14 +57,27 @@ def _char_image(char: str) -> str | bool:
     return "".join(c if c.isalnum() or c == "_" else " " for c in stripped.lower())
 
 
-def _image(match: re.Match) -> str:
-    char = match.group()
-    image = _CHAR_IMAGES.get(char)
-    if image is None:
-        image = _CHAR_IMAGES[char] = _char_image(char)
-    if image is False:
-        raise _NotPerChar
-    return image
+class _Images(dict):
+    """Code point -> its image (str.translate's table), computed on first use."""
+
+    def __missing__(self, code: int) -> str:
+        image = _char_image(chr(code))
+        if image is False:
+            raise _NotPerChar
+        self[code] = image
+        return image
+
+
+_IMAGES = _Images()
+_ENCODE_ERRORS = "cosmopedia.ngram_index.images"
+
+
+def _images_of_run(exc: UnicodeEncodeError) -> tuple[bytes, int]:
+    """ASCII encoding's error handler: a run of non-ASCII characters -> UTF-8 of its image."""
+    return exc.object[exc.start : exc.end].translate(_IMAGES).encode("utf-8"), exc.end
+
+
+codecs.register_error(_ENCODE_ERRORS, _images_of_run)
 
 
 def token_bytes(text: str) -> bytes:
@@ -74,22 +86,24 @@ def token_bytes(text: str) -> bytes:
     Cosmopedia: NFD, drop category-Mn characters, lowercase, re.findall(r"\w+"). A str
     character matches \w exactly when it is alphanumeric (str.isalnum) or "_", so the
     tokens are the runs of such characters. All four steps work character by character
-    (see _char_image for the exceptions, which take the whole-text path), so each distinct
-    non-ASCII character is mapped once and ASCII by one bytes.translate table.
+    (see _char_image for the exceptions, which take the whole-text path), so ASCII goes
+    through one bytes.translate table and each run of non-ASCII characters through the
+    ASCII codec's error handler (C speed between the runs), each distinct character's
+    image computed once.
     """
-    if not text.isascii():
-        try:
-            text = _NON_ASCII.sub(_image, text)
-        except _NotPerChar:
-            text = unicodedata.normalize("NFD", text)
-            for char in set(_NON_ASCII.findall(text)):
-                if unicodedata.category(char) == "Mn":
-                    text = text.replace(char, "")
-            text = text.lower()
-            for char in set(_NON_ASCII.findall(text)):
-                if not char.isalnum():
-                    text = text.replace(char, " ")
-    return text.encode("utf-8").translate(_ASCII_TABLE)
+    try:
+        data = text.encode("ascii", _ENCODE_ERRORS)
+    except _NotPerChar:
+        text = unicodedata.normalize("NFD", text)
+        for char in set(_NON_ASCII.findall(text)):
+            if unicodedata.category(char) == "Mn":
+                text = text.replace(char, "")
+        text = text.lower()
+        for char in set(_NON_ASCII.findall(text)):
+            if not char.isalnum():
+                text = text.replace(char, " ")
+        data = text.encode("utf-8")
+    return data.translate(_ASCII_TABLE)
 
 
 def tokens(text: str) -> list[str]:
@@ -112,8 +126,11 @@ def normalize(text: str) -> str:
 
 _BYTE_BASE = 0x9E3779B97F4A7C15
 _TOKEN_BASE = 0xC2B2AE3D27D4EB4F
-# Prefilter of the key lookups: one flag per value of a key's top 24 bits (16 MiB).
-_FLAG_SHIFT = np.uint64(40)
+# Prefilter of the key lookups: a bit per value of a key's top bits, about 64 bits per key
+# (at least 2**20: 128 KiB; at most 2**28: 32 MiB), so that about 1.5% of a text's N-grams
+# pass it to the binary search. A packed bit array, not one byte per flag: 8 times fewer
+# cache misses (the lookups are random), 3 times faster on 2 cores.
+_FLAG_BITS_PER_KEY, _MIN_FLAG_BITS, _MAX_FLAG_BITS = 64, 20, 28
 
 
 class _Powers:
@@ -218,8 +235,18 @@ class BenchmarkIndex:
         self._finish()
 
     def _finish(self) -> None:
-        self.flags = np.zeros(1 << 24, dtype=bool)
-        self.flags[self.keys >> _FLAG_SHIFT] = True
+        wanted = (len(self.keys) * _FLAG_BITS_PER_KEY).bit_length()
+        bits = min(_MAX_FLAG_BITS, max(_MIN_FLAG_BITS, wanted))
+        self.flag_shift = np.uint64(64 - bits)
+        flags = np.zeros(1 << bits, dtype=bool)
+        flags[self.keys >> self.flag_shift] = True
+        self.flags = np.packbits(flags, bitorder="little")
+
+    def _flagged(self, keys: np.ndarray) -> np.ndarray:
+        """Indices of the keys whose flag is set (a superset of those in the index)."""
+        top = keys >> self.flag_shift
+        bit = (top & np.uint64(7)).astype(np.uint8)
+        return np.flatnonzero((self.flags[top >> np.uint64(3)] >> bit) & np.uint8(1))
         self.too_short = int((self.n_tokens < self.ngram).sum())
         if self.too_short:
             log.warning(
@@ -267,14 +294,21 @@ class BenchmarkIndex:
 
     def candidates(self, bufs: list[bytes]) -> list[list[int]]:
         """For each token_bytes buffer, the positions (= id order) of the items sharing an
-        N-gram with it. One numpy pass over all buffers joined by spaces."""
+        N-gram with it, the likeliest matches first. One numpy pass over all buffers
+        joined by spaces.
+
+        Order: the share of the item's N-grams found in the buffer (distinct N-gram keys,
+        over the item's N-gram count), highest first, ties by position. A verbatim copy
+        of an item comes first; an item sharing one N-gram with the text (however often
+        repeated) comes late.
+        """
         n = self.ngram
-        found: list[set[int]] = [set() for _ in bufs]
+        found: list[dict[int, set[int]]] = [{} for _ in bufs]  # item -> keys found
         if not bufs or not len(self.keys):
             return [[] for _ in bufs]
         joined = b" ".join(bufs)
         keys, starts, ends = _ngram_keys(joined, n)
-        maybe = np.flatnonzero(self.flags[keys >> _FLAG_SHIFT])
+        maybe = self._flagged(keys)
         if len(maybe):
             bases = np.cumsum([0] + [len(b) + 1 for b in bufs], dtype=np.int64)
             doc = np.searchsorted(bases, starts[maybe], side="right") - 1
@@ -282,18 +316,30 @@ class BenchmarkIndex:
             maybe, doc = maybe[doc == last_doc], doc[doc == last_doc]  # within one buffer
             keys = keys[maybe]
             lo = np.searchsorted(self.keys, keys, side="left")
+            # The prefilter's false positives leave here, before the Python loop.
+            hit = self.keys[np.minimum(lo, len(self.keys) - 1)] == keys
+            maybe, keys, lo, doc = maybe[hit], keys[hit], lo[hit], doc[hit]
             hi = np.searchsorted(self.keys, keys, side="right")
-            hits = zip(maybe.tolist(), lo.tolist(), hi.tolist(), doc.tolist(), strict=True)
+            hits = zip(*(a.tolist() for a in (maybe, keys, lo, hi, doc)), strict=True)
             post_item, post_at, post_size = self.post_item, self.post_at, self.post_size
-            for first, a, b, d in hits:
+            for first, key, a, b, d in hits:
                 gram = None
+                shared = found[d]
                 for post in range(a, b):
                     item = int(post_item[post])
-                    if item in found[d]:
+                    if item in shared:  # a candidate already
+                        shared[item].add(key)
                         continue
                     if gram is None:
                         gram = b" ".join(joined[starts[first] : ends[first + n - 1]].split())
                     at = int(post_at[post])
                     if self.blob[at : at + int(post_size[post])] == gram:  # exact, no collision
-                        found[d].add(item)
-        return [sorted(f) for f in found]
+                        shared[item] = {key}
+        return [self._ranked(shared) if shared else [] for shared in found]
+
+    def _ranked(self, shared: dict[int, set[int]]) -> list[int]:
+        """Items by the share of their N-grams found (highest first), then position."""
+        share = {
+            i: len(k) / max(1, int(self.n_tokens[i]) - self.ngram + 1) for i, k in shared.items()
+        }
+        return sorted(shared, key=lambda i: (-share[i], i))

@@ -173,6 +173,14 @@ def section(cls, config: dict, where: str | None = None):
     return settings.from_dict(cls, {k: v for k, v in part.items() if k in keys}, where)
 
 
+def job_settings(cls, config: dict) -> dict:
+    """A section's settings as its jobs receive them (--settings): without the
+    x-operational keys, which say how the work is split or run, not what it gives. A
+    change of those keys reruns no job through this param (the CLI fills their defaults)."""
+    values = settings.to_dict(section(cls, config))
+    return settings.result_affecting(values, settings.subschema(cls.SCHEMA_PATH))
+
+
 def prompts_job(config: dict, source: str) -> settings.Prompts:
     from cosmopedia import prompts as builders
 
@@ -310,6 +318,24 @@ def generate_retry_params(root: str, retry_failed: bool) -> dict[str, str]:
         else:
             params[f"{match['source']}/{match['shard']}"] = ran_with
     return params
+
+
+def bucket_groups(config: dict) -> list[list[int]]:
+    """The MinHash buckets of each buckets job: `minhash.bucket_jobs` contiguous groups of
+    as equal sizes as can be (the first ones one bucket larger), in bucket order."""
+    n, jobs = config["minhash"]["num_buckets"], config["minhash"]["bucket_jobs"]
+    if jobs > n:
+        raise PlanError(
+            f"minhash.bucket_jobs: {jobs} jobs for {n} buckets (minhash.num_buckets); "
+            f"give at most {n}"
+        )
+    size, extra = divmod(n, jobs)
+    groups, first = [], 0
+    for g in range(jobs):
+        last = first + size + (g < extra)
+        groups.append(list(range(first, last)))
+        first = last
+    return groups
 
 
 def minhash_previous_indexes(config: dict) -> list[list[str]]:

@@ -422,6 +422,7 @@ class Minhash:
     hash_fc: str
     normalization: str
     tokenizer: str
+    bucket_jobs: int
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,7 @@ class Decontamination:
     ngram: int
     threshold: float
     min_block_chars: int
+    report_all_matches: bool
 
 
 # --- jobs: what one step's job receives ----------------------------------------------------

@@ -28,8 +28,11 @@ try:
     # or manifest holds them (cosmopedia.redact, config/README.md).
     plan.move_endpoint_credentials(config, os.environ)
     SHARDS = plan.plan_shards(config)
-    # Index files of the versions in minhash.index_from (may be none).
-    MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
+    # Per bucket, the index files of the versions in minhash.index_from (may be none).
+    MINHASH_PREVIOUS = plan.minhash_previous_indexes(config)
+    MINHASH_PREVIOUS_FILES = sum(MINHASH_PREVIOUS, [])
+    # The buckets of each buckets job (minhash.bucket_jobs contiguous groups).
+    BUCKET_GROUPS = plan.bucket_groups(config)
     # Generation settings checked by their engine: a bad engine config fails here.
     GENERATE_JOB = plan.generate_job(config)
 except (CliError, PlanError) as exc:
@@ -125,7 +128,9 @@ GENERATE_REQUEST = settings(plan.generate_request(config))
 GENERATE_RETRY = plan.generate_retry_params(ROOT, config["generation"]["retry_failed"])
 # With the model's tokenizer.json when it is on disk (counts text_token_length as Cosmopedia).
 CLEAN_SETTINGS = settings(plan.clean_job(config))
-MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
+# Without minhash.bucket_jobs (x-operational): how the buckets are split into jobs
+# changes no signature, and the settings text of planned jobs stays as it was.
+MINHASH_SETTINGS = settings(plan.job_settings(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
 # The benchmarks step needs only the N-gram size: a threshold change reruns it not.
 BENCHMARKS_SETTINGS = settings({"ngram": config["decontamination"]["ngram"]})
@@ -172,6 +177,11 @@ def dups_dir(wildcards, output):
 def index_dir(wildcards, output):
     """The folder of this version's {bucket}.minhash.index files."""
     return os.path.dirname(output.index[0])
+
+
+def bucket_files(name, buckets=BUCKETS):
+    """A per-bucket global file (layout.GLOBAL_FILES) of each of `buckets`."""
+    return [layout.global_path(ROOT, name, bucket=b) for b in buckets]
 
 
 def report_dir(wildcards, output):

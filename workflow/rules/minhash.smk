@@ -20,39 +20,104 @@ rule minhash_signature:
         " --settings {params.settings:q} 2> {log:q}"
 
 
-# All buckets in one job, as datatrove tasks on the job's threads (datatrove's
-# LocalPipelineExecutor): per-bucket jobs would each pay a process start and datatrove's
-# import for a merge that is short next to them. It also writes this version's index.
-rule minhash_buckets:
-    input:
-        plan=rules.shard_plan.output.plan,
-        signatures=all_shards("signatures"),
-        previous=MINHASH_PREVIOUS_FILES,
-    output:
-        dups=expand(layout.global_path(ROOT, "buckets", bucket="{b}"), b=BUCKETS),
-        manifests=expand(
-            layout.global_path(ROOT, "buckets_manifest", bucket="{b}"), b=BUCKETS
-        ),
-        index=expand(layout.global_path(ROOT, "minhash_index", bucket="{b}"), b=BUCKETS),
-        index_manifests=expand(
-            layout.global_path(ROOT, "minhash_index_manifest", bucket="{b}"), b=BUCKETS
-        ),
-    log:
-        f"{LOGS}/minhash_buckets.log",
-    benchmark:
-        f"{RUNTIMES}/minhash_buckets.tsv"
-    threads: len(BUCKETS)
-    params:
-        settings=MINHASH_SETTINGS,
-        dups_dir=dups_dir,
-        index_dir=index_dir,
-        root=results_root,
-        version=plan.dataset_version(config),
-    shell:
-        "cosmopedia minhash-buckets --plan {input.plan:q} --root {params.root:q}"
-        " --dups-dir {params.dups_dir:q} --index-dir {params.index_dir:q}"
-        " --index-from {input.previous:q} --workers {threads}"
-        " --version-name {params.version:q} --settings {params.settings:q} 2> {log:q}"
+if len(BUCKET_GROUPS) == 1:
+
+    # All buckets in one job (minhash.bucket_jobs: 1), as datatrove tasks on the job's
+    # threads (datatrove's LocalPipelineExecutor): for small runs, per-bucket jobs would
+    # each pay a process start and datatrove's import for a merge that is short next to
+    # them. It also writes this version's index.
+    rule minhash_buckets:
+        input:
+            plan=rules.shard_plan.output.plan,
+            signatures=all_shards("signatures"),
+            previous=MINHASH_PREVIOUS_FILES,
+        output:
+            dups=expand(layout.global_path(ROOT, "buckets", bucket="{b}"), b=BUCKETS),
+            manifests=expand(
+                layout.global_path(ROOT, "buckets_manifest", bucket="{b}"), b=BUCKETS
+            ),
+            index=expand(
+                layout.global_path(ROOT, "minhash_index", bucket="{b}"), b=BUCKETS
+            ),
+            index_manifests=expand(
+                layout.global_path(ROOT, "minhash_index_manifest", bucket="{b}"),
+                b=BUCKETS,
+            ),
+        log:
+            f"{LOGS}/minhash_buckets.log",
+        benchmark:
+            f"{RUNTIMES}/minhash_buckets.tsv"
+        threads: len(BUCKETS)
+        params:
+            settings=MINHASH_SETTINGS,
+            dups_dir=dups_dir,
+            index_dir=index_dir,
+            root=results_root,
+            version=plan.dataset_version(config),
+        shell:
+            "cosmopedia minhash-buckets --plan {input.plan:q} --root {params.root:q}"
+            " --dups-dir {params.dups_dir:q} --index-dir {params.index_dir:q}"
+            " --index-from {input.previous:q} --workers {threads}"
+            " --version-name {params.version:q} --settings {params.settings:q} 2> {log:q}"
+
+else:
+
+    # Several buckets jobs (minhash.bucket_jobs: N), each a contiguous group of buckets,
+    # one rule per group: minhash_buckets_<first>_<last> (the files keep their per-bucket
+    # paths, which a wildcard rule could only give one bucket per job). Each depends on
+    # the one small summary of every shard's signatures, not on each signature folder:
+    # Snakemake plans each input of each job.
+    localrules:
+        minhash_inputs,
+
+    rule minhash_inputs:
+        input:
+            plan=rules.shard_plan.output.plan,
+            signatures=all_shards("signatures"),
+        output:
+            inputs=layout.global_path(ROOT, "minhash_inputs"),
+        log:
+            f"{LOGS}/minhash_inputs.log",
+        params:
+            settings=MINHASH_SETTINGS,
+            root=results_root,
+        shell:
+            "cosmopedia minhash-inputs --plan {input.plan:q} --root {params.root:q}"
+            " --output {output.inputs:q} --settings {params.settings:q} 2> {log:q}"
+
+    for group in BUCKET_GROUPS:
+        group_name = f"{group[0]:02d}_{group[-1]:02d}"
+
+        rule:
+            name:
+                f"minhash_buckets_{group_name}"
+            input:
+                plan=rules.shard_plan.output.plan,
+                inputs=rules.minhash_inputs.output.inputs,
+                previous=sum((MINHASH_PREVIOUS[b] for b in group), []),
+            output:
+                dups=bucket_files("buckets", group),
+                manifests=bucket_files("buckets_manifest", group),
+                index=bucket_files("minhash_index", group),
+                index_manifests=bucket_files("minhash_index_manifest", group),
+            log:
+                f"{LOGS}/minhash_buckets/{group_name}.log",
+            benchmark:
+                f"{RUNTIMES}/minhash_buckets/{group_name}.tsv"
+            threads: len(group)
+            params:
+                settings=MINHASH_SETTINGS,
+                dups_dir=dups_dir,
+                index_dir=index_dir,
+                root=results_root,
+                version=plan.dataset_version(config),
+                buckets=" ".join(map(str, group)),
+            shell:
+                "cosmopedia minhash-buckets --plan {input.plan:q} --root {params.root:q}"
+                " --inputs {input.inputs:q} --buckets {params.buckets}"
+                " --dups-dir {params.dups_dir:q} --index-dir {params.index_dir:q}"
+                " --index-from {input.previous:q} --workers {threads}"
+                " --version-name {params.version:q} --settings {params.settings:q} 2> {log:q}"
 
 
 # The signature folders are read through the plan, not listed as inputs: the buckets job
@@ -61,8 +126,8 @@ rule minhash_buckets:
 rule minhash_cluster:
     input:
         plan=rules.shard_plan.output.plan,
-        dups=rules.minhash_buckets.output.dups,
-        manifests=rules.minhash_buckets.output.manifests,
+        dups=bucket_files("buckets"),
+        manifests=bucket_files("buckets_manifest"),
     output:
         removals=directory(layout.global_path(ROOT, "remove_dir")),
         clusters=report(
@@ -118,5 +183,5 @@ rule minhash_filter:
 # job writes it anyway.
 rule minhash_index:
     input:
-        rules.minhash_buckets.output.index,
-        rules.minhash_buckets.output.index_manifests,
+        bucket_files("minhash_index"),
+        bucket_files("minhash_index_manifest"),
