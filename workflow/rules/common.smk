@@ -71,8 +71,10 @@ def all_shards(stage):
 
 
 # Seed content hashes (cached by size and mtime): ingest reruns when bytes change, not mtimes.
+# A row range (sources.<name>.rows_per_shard) has its range's digest instead (plan_shards).
 SEED_SHA256 = fingerprint.fingerprints(
-    [s.path for s in SHARDS if not s.is_hub], layout.cache_path("seed_fingerprints")
+    [s.path for s in SHARDS if not s.is_hub and s.rows is None],
+    layout.cache_path("seed_fingerprints"),
 )
 
 settings = step_settings.canonical_json  # a step's settings as the JSON its CLI takes
@@ -83,9 +85,7 @@ settings = step_settings.canonical_json  # a step's settings as the JSON its CLI
 SOURCE_INGEST_JOBS = {source: plan.ingest_job(config, source) for source in SOURCES}
 INGEST_SETTINGS = {
     s.key: settings(
-        plan.shard_ingest_job(
-            SOURCE_INGEST_JOBS[s.source], s, None if s.is_hub else SEED_SHA256[s.path]
-        )
+        plan.shard_ingest_job(SOURCE_INGEST_JOBS[s.source], s, SEED_SHA256.get(s.path))
     )
     for s in SHARDS
 }
@@ -127,6 +127,8 @@ def shard_plan_entries():
             "shard": s.name,
             "family": config["sources"][s.source]["family"],
             "seed_file": s.path,
+            # A row range of the seed file: [first row, stop).
+            **({"rows": list(s.rows)} if s.rows else {}),
         }
         for s in SHARDS
     ]
