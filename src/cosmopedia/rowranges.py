@@ -193,6 +193,21 @@ def count_rows(path: str) -> int:
         return _scan_jsonl(path, None)[0]
 
 
+def count_rows_in(f, name: str) -> int:
+    """Rows of an open binary seed file (e.g. one on the Hub, read through fsspec) named
+    `name`: a Parquet footer's count (only the file's last bytes are read), or the
+    non-blank lines of JSONL (read whole)."""
+    if is_parquet(name):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(f).metadata.num_rows
+    if name.endswith(".zst"):
+        import zstandard
+
+        f = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f))
+    return sum(1 for line in f if line.strip())
+
+
 def range_digest(path: str, start: int, stop: int) -> str:
     """The digest of rows [start, stop) of a local seed file, as `scan` computes it."""
     if is_parquet(path):
