@@ -56,6 +56,8 @@ GLOBAL_FILES = {
     "plan": "plan/shards.json",
     "buckets": "minhash/buckets/{bucket}.dups",
     "remove_dir": "minhash/remove",
+    # A temporary stamp after each cluster run: the workflow plans again (minhash.smk).
+    "minhash_replan": "minhash/replan.done",
     "clusters": "minhash/clusters.parquet",
     "cluster_report": "minhash/cluster_report.tsv",
     "buckets_manifest": "minhash/buckets/{bucket}.dups.json",

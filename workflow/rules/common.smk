@@ -178,6 +178,50 @@ def ingest_input(wildcards):
     return [] if shard.is_hub else ancient(shard.path)
 
 
+# A shard's removal files (minhash/remove/<source>/<shard>.remove and .previous): inputs of
+# its filter job (see minhash.smk, minhash_replan). A shard whose files are not there yet
+# (a first run, a new seed file) has its filter job planned once minhash_replan has run.
+REMOVAL_FILES = {
+    s.key: [
+        layout.shard_path(ROOT, "remove", s.source, s.name),
+        layout.shard_path(ROOT, "remove_previous", s.source, s.name),
+    ]
+    for s in SHARDS
+}
+
+
+def present_removal_files():
+    """The removal files there at parse time, as <source>/<file name> (a listing per
+    source folder, not a stat per shard)."""
+    remove_dir = layout.global_path(ROOT, "remove_dir")
+    present = set()
+    for source in SOURCES:
+        if os.path.isdir(f"{remove_dir}/{source}"):
+            present.update(
+                f"{source}/{n}" for n in os.listdir(f"{remove_dir}/{source}")
+            )
+    return present
+
+
+PRESENT_REMOVAL_FILES = present_removal_files()
+REPLAN_SHARDS = {
+    key
+    for key, files in REMOVAL_FILES.items()
+    if not all(
+        f"{key.split('/')[0]}/{os.path.basename(f)}" in PRESENT_REMOVAL_FILES
+        for f in files
+    )
+}
+
+
+@per_shard
+def removal_files(wildcards):
+    key = f"{wildcards.source}/{wildcards.shard}"
+    if key in REPLAN_SHARDS:
+        checkpoints.minhash_replan.get()
+    return REMOVAL_FILES[key]
+
+
 def planned_shard(wildcards):
     key = f"{wildcards.source}/{wildcards.shard}"
     if key not in SHARD_BY_KEY:
