@@ -121,11 +121,11 @@ def lock_source(api, name: str, hub: dict, rows=None, splits: bool = False):
             f"{name}: data_files differ from {repo_id}@{sha[:7]} ({glob}): "
             + (detail if added or gone else "order")
         )
-    counts, found = count_rows(rows, name, repo_id, sha, wanted, recorded, splits)
+    counts, found = hub_row_counts(rows, name, repo_id, sha, wanted, recorded, splits)
     return {"revision": sha, "data_files": wanted, "row_counts": counts}, problems + found
 
 
-def count_rows(rows, name, repo_id, sha, files, recorded, splits) -> tuple[dict, list[str]]:
+def hub_row_counts(rows, name, repo_id, sha, files, recorded, splits) -> tuple[dict, list[str]]:
     """{file: rows} of the files the Hub can count (the recorded count where it cannot),
     and the problems: a recorded count that differs, a file that cannot be read, and, for
     a source split into row ranges, a file left without a count."""

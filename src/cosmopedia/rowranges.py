@@ -106,7 +106,7 @@ def _new_digest():
 # --- Parquet ----------------------------------------------------------------------------
 
 
-def parquet_rows(path: str) -> int:
+def footer_rows(path: str) -> int:
     """Rows of a Parquet file, from its footer (no data read)."""
     import pyarrow.parquet as pq
 
@@ -180,7 +180,7 @@ def scan(path: str, rows_per_shard: int) -> tuple[int, list[str]]:
     """(rows, digest of each range of `rows_per_shard` rows) of a local seed file."""
     with _reading(path):
         if is_parquet(path):
-            rows = parquet_rows(path)
+            rows = footer_rows(path)
             return rows, parquet_range_digests(path, split(rows, rows_per_shard))
         return _scan_jsonl(path, rows_per_shard)
 
@@ -189,7 +189,7 @@ def count_rows(path: str) -> int:
     """Rows of a local seed file: the Parquet footer, or the non-blank lines of JSONL."""
     with _reading(path):
         if is_parquet(path):
-            return parquet_rows(path)
+            return footer_rows(path)
         return _scan_jsonl(path, None)[0]
 
 
