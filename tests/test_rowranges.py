@@ -140,7 +140,9 @@ def test_openstax_books_are_rows_but_their_prompts_are_unknown(monkeypatch):
     assert set(plan.planned_prompts(validate_config(config)).values()) == {None}
     del openstax["rows_per_shard"]
     openstax["prompts_per_shard"] = 25_000
-    with pytest.raises(PlanError, match=r"openstax.prompts_per_shard: a openstax row is a book"):
+    with pytest.raises(
+        PlanError, match=r"openstax.prompts_per_shard: a row of family openstax is a book"
+    ):
         plan.plan_shards(validate_config(config))
 
 

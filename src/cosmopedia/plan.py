@@ -126,9 +126,9 @@ def rows_per_shard(config: dict, source: str) -> int | None:
     per_row = prompts_per_row(config, source)
     if per_row is None:
         raise PlanError(
-            f"sources.{source}.prompts_per_shard: a {spec['family']} row is a book whose "
-            "prompts (its units x styles) are known only when the prompts step walks it; "
-            "give rows_per_shard (books per shard) instead"
+            f"sources.{source}.prompts_per_shard: a row of family {spec['family']} is a "
+            "book, whose prompts (its units x styles) are known only when the prompts step "
+            "walks it; give rows_per_shard (books per shard) instead"
         )
     return max(1, prompts // per_row)
 
