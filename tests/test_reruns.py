@@ -166,6 +166,27 @@ def test_after_one_changed_seed_shard_only_changed_removals_are_filtered_again(
     assert planned_jobs(run) == {}
 
 
+def test_a_new_seed_file_is_filtered_once_its_removals_exist(run):
+    """A new shard has no removal files yet: its filter job waits for minhash_replan to
+    know them; the other shards' dedup and decontam files stay as they were."""
+    root = run / "results/cosmopedia-demo/v0.1"
+    before = {stage: shard_files(root, stage) for stage in ("dedup", "decontam")}
+    topics = ["a lighthouse keeper", "a night market", "a glacier hike", "a chess club"]
+    rows = [{"text": f"Write a short story about {t} who learns something new."} for t in topics]
+    new = run / "resources/demo/seeds/stories/stories-00002.jsonl"
+    new.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run_snakemake(run, "--cores", "2")
+    jobs = executed_jobs(proc.stdout + proc.stderr)
+    assert jobs["ingest"] == jobs["generate"] == jobs["minhash_signature"] == 1, jobs
+    assert jobs["minhash_filter"] == jobs["decontaminate"] == 1, jobs
+    assert (root / "minhash/remove/stories/stories-00002.remove").exists()
+    assert (root / "dedup/stories/stories-00002/kept.parquet").exists()
+    for stage in ("dedup", "decontam"):
+        after = shard_files(root, stage)
+        assert {k: v for k, v in after.items() if "stories-00002" not in k} == before[stage]
+    assert planned_jobs(run) == {}
+
+
 def test_changing_the_decontamination_threshold_regenerates_nothing(run):
     jobs = planned_jobs(run, *extra_config(run, {"decontamination": {"threshold": 0.6}}))
     assert "prompts" not in jobs and "generate" not in jobs and "clean" not in jobs
