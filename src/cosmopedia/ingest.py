@@ -287,7 +287,9 @@ def hub_items(ref: str, settings: step_settings.Ingest) -> Iterator[Item]:
             f"{ref}: does not belong to sources.{settings.source}.hub "
             f"({spec and spec.repo_id}@{spec and spec.revision})"
         )
-    start = settings.row_start or 0
+    start, stop = settings.row_start or 0, settings.row_stop
+    # The last range of a file reads one row more: there must be none.
+    last = stop is not None and settings.file_rows == stop
     rows = hub.iter_rows(
         settings.source,
         repo_id,
@@ -296,9 +298,11 @@ def hub_items(ref: str, settings: step_settings.Ingest) -> Iterator[Item]:
         config_name=spec.config_name,
         split=spec.split,
         start=start,
-        stop=settings.row_stop,
+        stop=None if stop is None else stop + last,
     )
     for index, record in enumerate(rows, start=start):
+        if stop is not None and index >= stop:
+            raise CliError(f"{ref}: more rows than the {stop} planned{_count_hint(ref, settings)}")
         if index == start and path.endswith(".parquet"):
             check_schema(record, ref, settings)  # Parquet rows carry every column
         yield Item(index, None, record)
@@ -384,21 +388,12 @@ def check_range_rows(path: str, settings: step_settings.Ingest, read: int) -> No
             f"{path}: rows {start}-{stop - 1} planned, but the file has only {start + read} "
             f"rows{_count_hint(path, settings)}"
         )
-    if settings.file_rows is None:
+    if settings.file_rows is None or hub.is_ref(path):  # a Hub file's last range: hub_items
         return
-    if hub.is_ref(path):
-        repo_id, revision, file = hub.parse_ref(path)
-        spec = settings.hub
-        more = hub.iter_rows(
-            settings.source, repo_id, revision, file, spec.config_name, spec.split,
-            start=settings.file_rows, stop=settings.file_rows + 1,
-        )  # fmt: skip
-        extra = next(iter(more), None) is not None
-    else:
-        try:
-            extra = rowranges.count_rows(path) > settings.file_rows
-        except PlanError as exc:
-            raise CliError(str(exc)) from None
+    try:
+        extra = rowranges.count_rows(path) > settings.file_rows
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
     if extra:
         raise CliError(
             f"{path}: more rows than the {settings.file_rows} planned{_count_hint(path, settings)}"
