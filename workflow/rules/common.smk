@@ -180,7 +180,10 @@ def ingest_input(wildcards):
 
 # A shard's removal files (minhash/remove/<source>/<shard>.remove and .previous): inputs of
 # its filter job (see minhash.smk, minhash_replan). A shard whose files are not there yet
-# (a first run, a new seed file) has its filter job planned once minhash_replan has run.
+# (a first run, a new seed file) waits for minhash_replan's stamp instead; when that job
+# has run, Snakemake plans the shard's filter job again and it gets its files, the same
+# inputs as in later runs (a changed input list would rerun it). No checkpoint.get(): an
+# incomplete checkpoint costs Snakemake a second pass over the whole DAG when planning.
 REMOVAL_FILES = {
     s.key: [
         layout.shard_path(ROOT, "remove", s.source, s.name),
@@ -188,6 +191,7 @@ REMOVAL_FILES = {
     ]
     for s in SHARDS
 }
+REPLAN_STAMP = layout.global_path(ROOT, "minhash_replan")
 
 
 def present_removal_files():
@@ -217,9 +221,15 @@ REPLAN_SHARDS = {
 @per_shard
 def removal_files(wildcards):
     key = f"{wildcards.source}/{wildcards.shard}"
-    if key in REPLAN_SHARDS:
-        checkpoints.minhash_replan.get()
-    return REMOVAL_FILES[key]
+    files = REMOVAL_FILES[key]
+    if key in REPLAN_SHARDS and not all(os.path.exists(f) for f in files):
+        if REPLAN_STAMP in checkpoints.created_output:
+            raise WorkflowError(
+                f"minhash_cluster wrote no removal files for shard {key} ({files[0]}); "
+                "run it again: snakemake --forcerun minhash_cluster"
+            )
+        return REPLAN_STAMP
+    return files
 
 
 def planned_shard(wildcards):

@@ -101,8 +101,8 @@ localrules:
 # (it waits for it, but is not rerun because it ran) and on its own shard's removal files
 # (.remove, .previous: rerun when they change). Which of those the cluster job rewrites is
 # known only after it ran: this checkpoint, right after it, makes Snakemake plan the jobs
-# again (the dataset job depends on its temporary stamp, so it is in every full run and
-# costs nothing when the cluster does not run). The filter and decontaminate jobs of
+# again (the dataset job depends on its temporary stamp, so it is in every full run; once
+# the stamp is gone, an up-to-date workflow has no checkpoint to plan again). The filter and decontaminate jobs of
 # shards whose removal files or clean rows did not change then keep their files.
 # A dry-run decides before clustering: it lists only the changed shards' jobs.
 checkpoint minhash_replan:
@@ -119,7 +119,7 @@ checkpoint minhash_replan:
 # The shard's signature folder (its stream fingerprint) is not an input: the cluster job
 # depends on every signature folder already, and each input costs planning time. Its
 # removal files are (common.smk, removal_files: before its first cluster run, a shard's
-# job waits for minhash_replan to know them).
+# job waits for minhash_replan's stamp, and is planned again with its files after it).
 rule minhash_filter:
     input:
         clean=rules.clean.output.clean,
@@ -134,9 +134,11 @@ rule minhash_filter:
     params:
         settings=MINHASH_SETTINGS,
         stream=out("signature_stream"),
+        remove_file=out("remove"),
+        previous_file=out("remove_previous"),
     shell:
         f"cosmopedia minhash-filter --input {{input.clean:q}}/{FOLDER_FILES['clean']}"
-        " --remove {input.removals[0]:q} --previous {input.removals[1]:q}"
+        " --remove {params.remove_file:q} --previous {params.previous_file:q}"
         f" --stream {{params.stream:q}} --output {{output.dedup:q}}/{FOLDER_FILES['dedup']}"
         f" --removed {{output.dedup:q}}/{FOLDER_FILES['dedup_removed']}"
         " --settings {params.settings:q} 2> {log:q}"
