@@ -13,8 +13,9 @@
    - outputs absent: nothing has run yet;
    - outputs present: after a simulated run of each workflow. The simulated run is a
      real Snakemake run whose shell commands are replaced in-process by creating the
-     job's outputs and logs, so Snakemake records its real metadata (code, params,
-     input) and the dry-run afterwards does what it does after a real run.
+     job's outputs and logs (and, for minhash_cluster, each shard's removal files), so
+     Snakemake records its real metadata (code, params, input) and the dry-run
+     afterwards does what it does after a real run.
 2. Command lines: the longest shell command of every rule at that scale, against the
    Linux limits (one argument <= 128 KiB, MAX_ARG_STRLEN; all arguments + environment
    <= ARG_MAX). Snakemake itself runs commands over 64 KiB from a script file instead of
@@ -347,6 +348,20 @@ def chain_snakefile(workdir: Path, shards: int, steps: int) -> Path:
 # --- simulated run (self-invoked: `dag.py _simulate <snakemake args>`) -------------------
 
 
+def write_removal_files(plan_file: str) -> None:
+    """What the real minhash_cluster job writes beside its declared outputs: every shard's
+    .remove and .previous (the filter jobs' inputs), empty here, written once."""
+    from cosmopedia import layout
+
+    root = layout.plan_root(plan_file)
+    for entry in json.loads(Path(plan_file).read_text())["shards"]:
+        for stage in ("remove", "remove_previous"):
+            path = Path(layout.shard_path(root, stage, entry["source"], entry["shard"]))
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+
+
 def simulate(argv: list[str]) -> None:
     """Run Snakemake with every rule's shell command replaced by creating its outputs.
 
@@ -382,6 +397,8 @@ def simulate(argv: list[str]) -> None:
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 Path(path).touch()
+        if rule.name == "minhash_cluster":  # it also writes each shard's removal files
+            write_removal_files(context["input"].plan)
         for path in context["log"]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).touch()

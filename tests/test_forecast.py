@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_ROOT, REPO, workflow_env
-from cosmopedia import accounting, forecast, report, settings
+from cosmopedia import accounting, forecast, plan, report, rowranges, settings
 
 # Provenance records as generate jobs write them (trimmed to what accounting reads).
 TGI_8_GPUS = {
@@ -218,7 +218,9 @@ def test_planned_prompts_from_local_seed_files_and_fan_out(tmp_path, monkeypatch
     }
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config["sources"].update(web_all=web_all, hub=hub)
-    planned = forecast.planned_prompts(settings.validate_config(config))
+    planned = plan.planned_prompts(
+        settings.validate_config(config), cache_path=str(tmp_path / "cache.json")
+    )
     lines = {
         f"{source}/{source}-{i:05d}": n
         for source, n in (("web", 37), ("stories", 32), ("outline", 20))
@@ -239,8 +241,8 @@ def test_seed_rows_of_parquet_and_zstd_files(tmp_path):
 
     pl.DataFrame({"text": ["a", "b", "c"]}).write_parquet(tmp_path / "s.parquet")
     write_jsonl_zst([{"text": "a"}, {"text": "b"}], tmp_path / "s.jsonl.zst")
-    assert forecast.seed_rows(str(tmp_path / "s.parquet")) == 3
-    assert forecast.seed_rows(str(tmp_path / "s.jsonl.zst")) == 2
+    assert rowranges.count_rows(str(tmp_path / "s.parquet")) == 3
+    assert rowranges.count_rows(str(tmp_path / "s.jsonl.zst")) == 2
 
 
 def test_forecast_arithmetic_with_given_assumptions(tmp_path, monkeypatch):

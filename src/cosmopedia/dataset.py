@@ -130,7 +130,11 @@ def removed_rows(root: str, source: str, shard: str, ingest: dict) -> pl.DataFra
     # A quarantined row may have no usable id: it gets the one its position would give.
     quarantined = pl.DataFrame(
         {
-            "id": [f"{source}/{shard}/{bad['row']:07d}" for bad in ingest["rows"]],
+            # A row range's rows carry the file's shard name (ingest's row ids).
+            "id": [
+                f"{source}/{ingest.get('file_shard', shard)}/{bad['row']:07d}"
+                for bad in ingest["rows"]
+            ],
             "detail": [bad["error"] for bad in ingest["rows"]],
         },
         schema={"id": pl.String, "detail": pl.String},

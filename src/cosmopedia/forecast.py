@@ -18,23 +18,23 @@ drain included, so it is not added again. The output names the source of each nu
 Prompts per shard: a generated shard's own rows; a prompts shard already built (its
 Parquet footer); `--prompts SOURCE=N` or `--seed-rows SOURCE=N` (the source's total, the
 part not generated split evenly over its other shards); else what planning knows offline
-(`planned_prompts`: local seed files' rows x the source's prompts per seed row). Hub seed
-files' rows are not known offline: such a shard is "unknown", never guessed, unless other
-shards of its source are known (their mean is then used, and said).
+(`plan.planned_prompts`: a shard's seed rows x the source's prompts per seed row; a Hub
+file's rows as `cosmopedia lock` recorded them). A shard whose rows are not known offline
+(a Hub file without a recorded count, an openstax book) is "unknown", never guessed,
+unless other shards of its source are known (their mean is then used, and said).
 
-planned_prompts opens local seed files (Parquet footers, jsonl lines): this command does,
+plan.planned_prompts opens local seed files (Parquet footers, jsonl lines): this command does,
 Snakemake's planning never does, and the forecast at the end of a run does not either
 (`progress_lines`: built prompts shards and generated rows only).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass, field
 
-from cosmopedia import accounting, layout, plan, settings
+from cosmopedia import accounting, layout, plan, rowranges, settings
 from cosmopedia.errors import CliError
 
 # Defaults when nothing is given or measured; each is printed with its reason.
@@ -50,56 +50,6 @@ DEFAULT_DRAIN_S = 90.0
 DEFAULT_DRAIN_WHY = (
     "the last, longest generations of a shard finish in 1-2 min (docs/cluster.md); --drain-s"
 )
-
-
-# --- prompts per shard, from what planning knows offline ------------------------------------
-
-
-def prompts_per_seed_row(config: dict, source: str) -> int | None:
-    """Prompts one seed row gives: 1 (family prompts, fan_out one), the number of styles or
-    audiences (fan_out all), None for openstax (a row is a book: its units are counted by
-    the prompts step)."""
-    spec = config["sources"][source]
-    family = spec["family"]
-    if family == "openstax":
-        return None
-    if spec.get("fan_out", "one") != "all":
-        return 1
-    job = plan.prompts_job(config, source)
-    names = job.styles if job.styles is not None else job.audiences
-    return len(names or ())
-
-
-def seed_rows(path: str) -> int:
-    """Rows of a local seed file: the Parquet footer, or the non-blank lines of a
-    .jsonl(.zst) (bad lines included: ingest may quarantine some)."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as raw:
-        stream = raw
-        if path.endswith(".zst"):
-            import zstandard
-
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-        return sum(1 for line in stream if line.strip())
-
-
-def planned_prompts(config: dict) -> dict[str, int | None]:
-    """Prompts of every planned shard (key `<source>/<shard>`) as far as known offline:
-    local seed files' rows x prompts per seed row; None for Hub seed files (their rows are
-    not in the config) and openstax (units per book). `config`: validated (defaults
-    filled). Reads local seed files: for commands, never at Snakemake's parse time."""
-    out: dict[str, int | None] = {}
-    per_row = {source: prompts_per_seed_row(config, source) for source in config["sources"]}
-    for shard in plan.plan_shards(config):
-        factor = per_row[shard.source]
-        if shard.is_hub or factor is None:
-            out[shard.key] = None
-        else:
-            out[shard.key] = seed_rows(shard.path) * factor
-    return out
 
 
 # --- the forecast --------------------------------------------------------------------------
@@ -178,7 +128,7 @@ def _prompts_of_shards(
         counts: list[float | None] = []
         for s in rest:
             built = layout.shard_path(root, "prompts", s.source, s.name)
-            counts.append(float(seed_rows(built)) if os.path.exists(built) else None)
+            counts.append(float(rowranges.count_rows(built)) if os.path.exists(built) else None)
         built_n = sum(c is not None for c in counts)
         done_rows = sum(generated[s.key].rows for s in source_shards if s.key in generated)
         how = []
@@ -191,7 +141,7 @@ def _prompts_of_shards(
         if source in given.prompts:
             total, what = given.prompts[source], f"--prompts {source}={given.prompts[source]:,}"
         elif source in given.seed_rows:
-            per_row = prompts_per_seed_row(config, source)
+            per_row = plan.prompts_per_row(config, source)
             if per_row is None:
                 raise CliError(
                     f"--seed-rows {source}: the prompts of a {config['sources'][source]['family']}"
@@ -210,12 +160,12 @@ def _prompts_of_shards(
         elif unknown:
             if given.count_seed_files:
                 if offline is None:
-                    offline = planned_prompts(config)
+                    offline = plan.planned_prompts(config)
                 planned = {i: offline[rest[i].key] for i in unknown}
                 for i, n in planned.items():
                     counts[i] = None if n is None else float(n)
                 if any(n is not None for n in planned.values()):
-                    factor = prompts_per_seed_row(config, source)
+                    factor = plan.prompts_per_row(config, source)
                     how.append(f"planned offline: seed file rows x {factor} prompt(s) per row")
             known = [c for c in counts if c is not None]
             known += [generated[s.key].rows for s in source_shards if s.key in generated]
@@ -237,7 +187,7 @@ def _unknown_prompts(config: dict, source: str) -> str:
     spec = config["sources"][source]
     why = []
     if "hub" in spec:
-        why.append("the rows of Hub seed files are not known offline")
+        why.append("Hub seed files without row counts (cosmopedia lock records them)")
     if spec["family"] == "openstax":
         why.append("a book's units are counted by its prompts step")
     hint = f"--prompts {source}=N" + ("" if spec["family"] == "openstax" else " or --seed-rows")
@@ -439,7 +389,7 @@ def forecast_lines(f: Forecast) -> list[str]:
         f"  rest of the job (read prompts, stop servers, write): {_seconds(f.other_s.value)} "
         f"({f.other_s.why})",
         "  prompts per shard: a generated shard's rows; a built prompts shard's rows; else "
-        "--prompts/--seed-rows; else planned offline (local seed files' rows x prompts per "
+        "--prompts/--seed-rows; else planned offline (seed rows x prompts per "
         "row); per source below",
         "  not counted: retried or killed attempts (each pays start-up again), time queued",
     ]

@@ -1,9 +1,11 @@
 """Seed sources on the Hugging Face Hub: shards planned from the config, rows read by ingest.
 
 A Hub source names its dataset, a pinned revision and the explicit list of its data files
-(one file = one shard). Planning only turns that list into shard references
-(`hf://datasets/<repo_id>@<revision>/<path>`), so a dry-run never touches the network;
-only the ingest job of a shard streams that one file through `datasets.load_dataset`.
+(one file = one shard, or one per row range with rows_per_shard: their row counts,
+recorded by `cosmopedia lock`, are in the config too). Planning only turns that list into
+shard references (`hf://datasets/<repo_id>@<revision>/<path>`), so a dry-run never touches
+the network; only the ingest job of a shard streams that one file (or its range) through
+`datasets.load_dataset`.
 Any failure to reach or read the file becomes one error naming the source, the
 repository, the revision and the file.
 """
@@ -57,8 +59,15 @@ def iter_rows(
     path: str,
     config_name: str | None = None,
     split: str = "train",
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[dict]:
-    """Stream the rows of one data file of a Hub dataset, as dicts, in file order.
+    """Stream the rows of one data file of a Hub dataset, as dicts, in file order; with
+    `start`/`stop` only rows [start, stop) (a row range, sources.<name>.rows_per_shard).
+
+    A range is streamed with `skip` and `take`: the rows before it are read but skipped as
+    Arrow tables (no Python rows made) and reading ends after it, so a range job reads the
+    file up to the end of its range only.
 
     `repo_id` may also be a local folder laid out like the dataset repository (how the
     tests exercise this exact call offline). Errors of `datasets`, `huggingface_hub` and
@@ -80,6 +89,10 @@ def iter_rows(
             split=split,
             streaming=True,
         )
+        if start:
+            rows = rows.skip(start)
+        if stop is not None:
+            rows = rows.take(stop - start)
         iterator = iter(rows)
     except Exception as exc:  # any failure to resolve the repo, revision or file
         raise HubError(f"{where}: cannot open: {type(exc).__name__}: {exc}{hint}") from exc

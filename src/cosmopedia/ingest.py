@@ -17,7 +17,6 @@ from a Parquet file's schema, an empty file, or a file whose rows are all bad.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia import hub
+from cosmopedia import hub, rowranges
 from cosmopedia import settings as step_settings
-from cosmopedia.errors import CliError
+from cosmopedia.errors import CliError, PlanError
 from cosmopedia.hashing import sha256_file
 from cosmopedia.io import INGEST_KEY, write_json, write_parquet
 
@@ -86,32 +85,27 @@ class Item:
     raw: str | None = None
 
 
-def _lines(path: str) -> Iterator[bytes]:
-    """Raw lines of a .jsonl or .jsonl.zst file, streamed."""
-    if path.endswith(".zst"):
-        import zstandard
-
-        with open(path, "rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw)
-            yield from io.BufferedReader(reader)
-    else:
-        with open(path, "rb") as f:
-            yield from f
-
-
-def iter_file_items(path: str) -> Iterator[Item]:
-    """Rows of a local .jsonl, .jsonl.zst or .parquet file, in file order."""
+def iter_file_items(path: str, start: int = 0, stop: int | None = None) -> Iterator[Item]:
+    """Rows of a local .jsonl, .jsonl.zst or .parquet file, in file order; with `start`
+    and `stop` only rows [start, stop) (their indices stay the file's): a Parquet file is
+    sliced (only the row groups holding them are read), JSONL lines before `start` are
+    skipped unparsed and reading ends at `stop`."""
     try:
         if path.endswith(".parquet"):
-            df = pl.read_parquet(path)
-            for index, record in enumerate(df.iter_rows(named=True)):
-                yield Item(index, None, record)
+            frame = pl.scan_parquet(path)
+            if start or stop is not None:
+                frame = frame.slice(start, None if stop is None else stop - start)
+            for offset, record in enumerate(frame.collect().iter_rows(named=True)):
+                yield Item(start + offset, None, record)
             return
         index = 0
-        for lineno, line in enumerate(_lines(path), start=1):
+        for lineno, line in enumerate(rowranges.lines(path), start=1):
             if not line.strip():
                 continue
-            yield _parse_line(path, lineno, index, line)
+            if stop is not None and index >= stop:
+                return
+            if index >= start:
+                yield _parse_line(path, lineno, index, line)
             index += 1
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise CliError(f"{path}: cannot read seed file: {type(exc).__name__}: {exc}") from exc
@@ -211,13 +205,16 @@ def ingest_items(
     quarantine = settings.on_bad_rows == "quarantine"
     max_chars = settings.max_chars
     verbatim = bool(settings.verbatim)
+    # Row ids name the file (its own shard name) and the row's index in it, so a row
+    # range of the file gives its rows the ids they have unsplit.
+    stem = settings.file_shard or shard
     rows, seen, bad, total = [], {}, [], 0
     for item in items:
         total += 1
         try:
             if item.error:
                 raise BadRow(item.error)
-            row_id, row = _row(item, path, source, shard, family, fields, columns, id_column)
+            row_id, row = _row(item, path, source, stem, family, fields, columns, id_column)
             for field, (required, kind) in fields.items():
                 where = f"{path}: row {item.index}, column {columns[field]!r}"
                 row[field] = _field_value(row[field], kind, where, max_chars, source, verbatim)
@@ -290,6 +287,9 @@ def hub_items(ref: str, settings: step_settings.Ingest) -> Iterator[Item]:
             f"{ref}: does not belong to sources.{settings.source}.hub "
             f"({spec and spec.repo_id}@{spec and spec.revision})"
         )
+    start, stop = settings.row_start or 0, settings.row_stop
+    # The last range of a file reads one row more: there must be none.
+    last = stop is not None and settings.file_rows == stop
     rows = hub.iter_rows(
         settings.source,
         repo_id,
@@ -297,9 +297,13 @@ def hub_items(ref: str, settings: step_settings.Ingest) -> Iterator[Item]:
         path,
         config_name=spec.config_name,
         split=spec.split,
+        start=start,
+        stop=None if stop is None else stop + last,
     )
-    for index, record in enumerate(rows):
-        if index == 0 and path.endswith(".parquet"):
+    for index, record in enumerate(rows, start=start):
+        if stop is not None and index >= stop:
+            raise CliError(f"{ref}: more rows than the {stop} planned{_count_hint(ref, settings)}")
+        if index == start and path.endswith(".parquet"):
             check_schema(record, ref, settings)  # Parquet rows carry every column
         yield Item(index, None, record)
 
@@ -309,7 +313,7 @@ def ingest_record(
 ) -> dict:
     """Rows read and kept, and the bad rows set aside: stored in the shard's Parquet
     metadata (cosmopedia.ingest), and with --quarantine also written as JSON."""
-    return {
+    record = {
         "source": settings.source,
         "shard": args.shard,
         "input": args.input,
@@ -319,6 +323,10 @@ def ingest_record(
         "count": len(bad),
         "rows": bad,
     }
+    if settings.row_stop is not None:  # a row range: which rows, and the file's row ids
+        record["row_range"] = [settings.row_start or 0, settings.row_stop]
+        record["file_shard"] = settings.file_shard or args.shard
+    return record
 
 
 def add_arguments(name, parser):
@@ -355,6 +363,52 @@ def check_seed(path: str, expected_sha256: str) -> None:
         )
 
 
+def check_range(path: str, settings: step_settings.Ingest) -> None:
+    """Refuse a local file whose rows of this range changed after the workflow was planned."""
+    start, stop = settings.row_start or 0, settings.row_stop
+    try:
+        actual = rowranges.range_digest(path, start, stop)
+    except Exception as exc:  # unreadable file, corrupt footer or frame
+        raise CliError(f"{path}: cannot read seed file: {type(exc).__name__}: {exc}") from exc
+    if actual != settings.rows_sha256:
+        raise CliError(
+            f"{path}: rows {start}-{stop - 1} changed after the workflow was planned (digest "
+            f"{actual}, planned {settings.rows_sha256}); run Snakemake again to ingest them"
+        )
+
+
+def check_range_rows(path: str, settings: step_settings.Ingest, read: int) -> None:
+    """A row range must find all its rows, and the last range of a file the file's end: a
+    file (or a recorded Hub row count) that changed since planning would lose rows."""
+    if settings.row_stop is None:
+        return
+    start, stop = settings.row_start or 0, settings.row_stop
+    if read != stop - start:
+        raise CliError(
+            f"{path}: rows {start}-{stop - 1} planned, but the file has only {start + read} "
+            f"rows{_count_hint(path, settings)}"
+        )
+    if settings.file_rows is None or hub.is_ref(path):  # a Hub file's last range: hub_items
+        return
+    try:
+        extra = rowranges.count_rows(path) > settings.file_rows
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    if extra:
+        raise CliError(
+            f"{path}: more rows than the {settings.file_rows} planned{_count_hint(path, settings)}"
+        )
+
+
+def _count_hint(path: str, settings: step_settings.Ingest) -> str:
+    if hub.is_ref(path):
+        return (
+            f" (sources.{settings.source}.hub.row_counts is wrong for this file: "
+            "`cosmopedia lock --configfile FILE` records it from the Hub)"
+        )
+    return " (it changed after the workflow was planned: run Snakemake again)"
+
+
 def main(args) -> int:
     settings = step_settings.load(step_settings.Ingest, args.settings)
     if settings.family not in FAMILY_FIELDS:
@@ -368,15 +422,18 @@ def main(args) -> int:
     else:
         if settings.seed_sha256 is not None:
             check_seed(args.input, settings.seed_sha256)
+        if settings.rows_sha256 is not None:
+            check_range(args.input, settings)
         if args.input.endswith(".parquet") and Path(args.input).is_file():
             try:
                 schema = pl.read_parquet_schema(args.input)
             except (OSError, pl.exceptions.PolarsError) as exc:
                 raise CliError(f"{args.input}: cannot read seed file: {exc}") from exc
             check_schema(schema, args.input, settings)
-        items = iter_file_items(args.input)
+        items = iter_file_items(args.input, settings.row_start or 0, settings.row_stop)
     try:
         df, bad, total = ingest_items(items, args.input, settings.source, args.shard, settings)
+        check_range_rows(args.input, settings, total)
     except hub.HubError as exc:
         raise CliError(str(exc)) from exc
     record = ingest_record(args, settings, bad, total, df.height)

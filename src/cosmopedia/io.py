@@ -88,6 +88,22 @@ def atomic_path(path: str | os.PathLike, leftovers: bool = True) -> Iterator[Pat
         remove_leftovers(path.parent, f".{path.name}.", ".tmp")
 
 
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Write `data` to `path` (atomically) unless the file already holds exactly these
+    bytes: an unchanged file keeps its mtime, so Snakemake reruns nothing that reads it.
+    True when written. Temporary files of a killed write are the caller's to clean (a
+    scan of the folder per file would cost O(files) each in a folder of thousands)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    with atomic_path(path, leftovers=False) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp dir beside `path`; it replaces `path` only if the block succeeds.

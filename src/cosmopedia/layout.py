@@ -64,6 +64,8 @@ GLOBAL_FILES = {
     # Every shard's signatures summed up: the one input of each of several buckets jobs.
     "minhash_inputs": "minhash/inputs.json",
     "remove_dir": "minhash/remove",
+    # A temporary stamp after each cluster run: the workflow plans again (minhash.smk).
+    "minhash_replan": "minhash/replan.done",
     "clusters": "minhash/clusters.parquet",
     "cluster_report": "minhash/cluster_report.tsv",
     "buckets_manifest": "minhash/buckets/{bucket}.dups.json",

@@ -7,7 +7,12 @@ every Hub source (and the generation model):
 - revision: a placeholder or a branch/tag becomes the commit it points to (a placeholder:
   `main`'s); a commit sha is checked to exist;
 - data_files: with `hub.data_files_glob`, the repository's files at that commit matching
-  the glob (sorted); without it, the listed files are checked to exist there.
+  the glob (sorted); without it, the listed files are checked to exist there;
+- row_counts: each data file's rows, which planning needs to split a file into row ranges
+  (rows_per_shard, prompts_per_shard) and the forecast to count prompts. A Parquet file's
+  count is read from its footer (HTTP range requests for its last bytes, never the data);
+  a JSONL file has no such metadata: with --count-jsonl it is streamed and its non-blank
+  lines counted, else it is left out (and a source that splits it cannot plan).
 
 Without --check it writes the values into the config file, editing only those lines
 (comments and layout stay). With --check it changes nothing and exits 1 on any difference,
@@ -22,6 +27,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
@@ -39,6 +45,38 @@ def hub_api():
     return HfApi()
 
 
+class HubRows:
+    """Row counts of data files of Hub datasets, read through huggingface_hub's
+    HfFileSystem (`fs`: any fsspec filesystem with the same paths, for tests)."""
+
+    def __init__(self, count_jsonl: bool = False, fs=None):
+        self.count_jsonl = count_jsonl
+        self._fs = fs
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            from huggingface_hub import HfFileSystem
+
+            self._fs = HfFileSystem()
+        return self._fs
+
+    def rows(self, repo_id: str, revision: str, path: str) -> int | None:
+        """The file's rows: a Parquet footer's count, a JSONL file's non-blank lines (with
+        count_jsonl), else None."""
+        from cosmopedia import rowranges
+
+        if not path.endswith(".parquet") and not self.count_jsonl:
+            return None
+        with self.fs.open(f"datasets/{repo_id}@{quote(revision, safe='')}/{path}", "rb") as f:
+            return rowranges.count_rows_in(f, path)
+
+
+def hub_rows(count_jsonl: bool = False):
+    """The row counter (a function, so tests hand in recorded counts instead)."""
+    return HubRows(count_jsonl)
+
+
 def _resolve(info, repo_id: str, revision: str, kind: str) -> tuple[str, str | None]:
     """(commit, problem) of a revision: a placeholder resolves main."""
     asked = "main" if PLACEHOLDER in revision else revision
@@ -49,12 +87,16 @@ def _resolve(info, repo_id: str, revision: str, kind: str) -> tuple[str, str | N
     return sha, None
 
 
-def lock_source(api, name: str, hub: dict) -> tuple[dict, list[str]]:
-    """The pinned {revision, data_files} of one Hub source, and the problems found."""
+def lock_source(api, name: str, hub: dict, rows=None, splits: bool = False):
+    """The pinned {revision, data_files, row_counts} of one Hub source, and the problems
+    found. `rows` (HubRows) counts each data file's rows; `splits`: the source is split
+    into row ranges, so every count is needed."""
     repo_id, revision = hub["repo_id"], hub["revision"]
+    recorded = hub.get("row_counts") or {}
     sha, problem = _resolve(api.dataset_info, repo_id, revision, "dataset")
     if problem:
-        return {"revision": revision, "data_files": hub["data_files"]}, [f"{name}: {problem}"]
+        keep = {"revision": revision, "data_files": hub["data_files"], "row_counts": recorded}
+        return keep, [f"{name}: {problem}"]
     problems = []
     if sha != revision:
         problems.append(f"{name}: revision {revision!r} is commit {sha}")
@@ -79,7 +121,41 @@ def lock_source(api, name: str, hub: dict) -> tuple[dict, list[str]]:
             f"{name}: data_files differ from {repo_id}@{sha[:7]} ({glob}): "
             + (detail if added or gone else "order")
         )
-    return {"revision": sha, "data_files": wanted}, problems
+    counts, found = hub_row_counts(rows, name, repo_id, sha, wanted, recorded, splits)
+    return {"revision": sha, "data_files": wanted, "row_counts": counts}, problems + found
+
+
+def hub_row_counts(rows, name, repo_id, sha, files, recorded, splits) -> tuple[dict, list[str]]:
+    """{file: rows} of the files the Hub can count (the recorded count where it cannot),
+    and the problems: a recorded count that differs, a file that cannot be read, and, for
+    a source split into row ranges, a file left without a count."""
+    counts, problems, uncounted = {}, [], []
+    for file in files:
+        try:
+            n = None if rows is None else rows.rows(repo_id, sha, file)
+        except Exception as exc:  # not found, gated, network, not Parquet after all
+            problems.append(
+                f"{name}: cannot count the rows of {file} ({type(exc).__name__}: {exc})"
+            )
+            n = None
+        if n is None:
+            if file in recorded:
+                counts[file] = recorded[file]
+            else:
+                uncounted.append(file)
+            continue
+        if file in recorded and recorded[file] != n:
+            problems.append(f"{name}: {file} has {n} rows, row_counts says {recorded[file]}")
+        elif file not in recorded:
+            problems.append(f"{name}: {file} has {n} rows (not in row_counts)")
+        counts[file] = n
+    if uncounted and splits:
+        problems.append(
+            f"{name}: no row count for {len(uncounted)} data file(s) (e.g. {uncounted[0]}), "
+            "which rows_per_shard/prompts_per_shard needs: JSONL files are counted only with "
+            "--count-jsonl (read whole)"
+        )
+    return counts, problems
 
 
 def lock_model(api, generation: dict) -> tuple[str, list[str]]:
@@ -169,11 +245,35 @@ def _scalar(value: str) -> str:
     return value if yaml.safe_load(f"- {value}") == [value] else json.dumps(value)
 
 
+def _set_mapping(lines: list[str], keys: list[str], values: dict[str, int], after: str) -> None:
+    """Replace a block mapping (or add it after the key `after` of the same parent)."""
+    parent, parent_end = _path(lines, keys[:-1])
+    line = _find_key(lines, keys[-1], parent + 1, parent_end)
+    if line is None:
+        if not values:
+            return
+        anchor, end = _path(lines, [*keys[:-1], after])
+        pad = " " * _indent(lines[anchor])
+        lines[end:end] = [f"{pad}{keys[-1]}:"]
+        line, end = end, end + 1
+    else:
+        end = _block(lines, line)
+        pad = " " * _indent(lines[line])
+        comment = re.search(r"\s#.*$", lines[line])
+        lines[line] = f"{pad}{keys[-1]}:{comment.group(0) if comment else ''}"
+    if not values:
+        lines[line] = f"{pad}{keys[-1]}: {{}}"
+    lines[line + 1 : end] = [f"{pad}  {_scalar(k)}: {v}" for k, v in values.items()]
+
+
 def edit(text: str, sources: dict[str, dict], model_revision: str | None) -> str:
     lines = text.split("\n")
     for name, pinned in sources.items():
         _set_scalar(lines, ["sources", name, "hub", "revision"], pinned["revision"])
         _set_list(lines, ["sources", name, "hub", "data_files"], pinned["data_files"])
+        if "row_counts" in pinned:
+            path = ["sources", name, "hub", "row_counts"]
+            _set_mapping(lines, path, pinned["row_counts"], after="data_files")
     if model_revision is not None:
         _set_scalar(lines, ["generation", "revision"], model_revision)
     return "\n".join(lines)
@@ -189,6 +289,12 @@ def add_arguments(name, parser):
     )
     parser.add_argument(
         "--source", action="append", help="only this source (repeatable); default: all"
+    )
+    parser.add_argument(
+        "--count-jsonl",
+        action="store_true",
+        help="also count the rows of JSONL data files (reads each whole; Parquet files are "
+        "counted from their footer)",
     )
 
 
@@ -206,10 +312,12 @@ def main(args) -> int:
     }
     if unknown := set(args.source or ()) - set(hub_sources):
         raise CliError(f"--source: no Hub source named {', '.join(sorted(unknown))}")
-    api = hub_api()
+    api, rows = hub_api(), hub_rows(args.count_jsonl)
     pinned, problems = {}, []
     for name, hub in hub_sources.items():
-        pinned[name], found = lock_source(api, name, hub)
+        spec = config["sources"][name]
+        splits = any(spec.get(k) is not None for k in ("rows_per_shard", "prompts_per_shard"))
+        pinned[name], found = lock_source(api, name, hub, rows, splits)
         problems += found
     model_revision, found = None, []
     if not args.source and "generation" in config:
@@ -226,12 +334,17 @@ def main(args) -> int:
     loaded = yaml.safe_load(new)
     for name, values in pinned.items():
         hub = loaded["sources"][name]["hub"]
-        if (hub["revision"], hub["data_files"]) != (values["revision"], values["data_files"]):
+        got = (hub["revision"], hub["data_files"], hub.get("row_counts") or {})
+        if got != (values["revision"], values["data_files"], values["row_counts"]):
             raise CliError(f"editing sources.{name}.hub went wrong: edit it by hand")
     if new != text:
         path.write_text(new, encoding="utf-8")
         print(f"{path}: pinned ({len(problems)} change(s) or problem(s) above)")
     else:
         print(f"{path}: already pinned")
-    unresolved = [p for p in problems if "not found" in p or "no file" in p or "is not in" in p]
+    unresolved = [
+        p
+        for p in problems
+        if any(m in p for m in ("not found", "no file", "is not in", "no row count", "cannot"))
+    ]
     return 1 if unresolved else 0

@@ -8,7 +8,8 @@
     (minhash-inputs     (with several        every SIGDIR's stream.json -> one summary, the
                         buckets jobs)        buckets jobs' one input: minhash.bucket_jobs)
     minhash-cluster    (one job)             all .dups -> REMOVEDIR/{key}.remove and
-                                             {key}.previous + clusters.parquet + report .tsv
+                                             {key}.previous (each rewritten only when it
+                                             changes) + clusters.parquet + report .tsv
     minhash-filter     (one job per shard)   CLEAN.parquet + {key}.remove -> kept + removed rows
 
 The datatrove stages run unchanged (`step.run(...)`, no executor: its completion markers
@@ -67,6 +68,7 @@ from cosmopedia.io import (
     read_parquet,
     remove_leftovers,
     require_columns,
+    write_if_changed,
     write_json,
     write_parquet,
 )
@@ -841,19 +843,18 @@ def cluster(
         in_index = pl.col("cluster_id").is_in(pl.Series(index_clusters, dtype=pl.UInt32).implode())
         frames = []
         n_removed = n_previous = 0
-        with atomic_dir(remove_dir) as rd:
-            for rank, key in enumerate(keys):
-                removed = _uint32s(out / f"{rank:06d}.remove")
-                rows = _cluster_rows(key, rank, out, removed, signatures[key], streams[key])
-                rows = rows.with_columns(previous_version=in_index)
-                previous = np.sort(rows.filter("previous_version")["doc_idx"].to_numpy())
-                n_removed += len(removed)
-                n_previous += len(previous)
-                target = rd / f"{key}.remove"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(removed.tobytes())
-                (rd / f"{key}.previous").write_bytes(previous.astype("<u4").tobytes())
-                frames.append(rows)
+        files: dict[str, bytes] = {}
+        for rank, key in enumerate(keys):
+            removed = _uint32s(out / f"{rank:06d}.remove")
+            rows = _cluster_rows(key, rank, out, removed, signatures[key], streams[key])
+            rows = rows.with_columns(previous_version=in_index)
+            previous = np.sort(rows.filter("previous_version")["doc_idx"].to_numpy())
+            n_removed += len(removed)
+            n_previous += len(previous)
+            files[f"{key}.remove"] = removed.tobytes()
+            files[f"{key}.previous"] = previous.astype("<u4").tobytes()
+            frames.append(rows)
+        changed = write_removals(remove_dir, files)
         table = (
             pl.concat(frames).cast(CLUSTER_SCHEMA)
             if frames
@@ -866,14 +867,40 @@ def cluster(
     n_clusters = table["cluster_id"].n_unique()
     log.info(
         "%d shards: %d clusters, %d documents in them, %d to remove (%d matching a previous "
-        "version)",
+        "version); removal files of %d shard(s) changed",
         len(keys),
         n_clusters,
         table.height,
         n_removed,
         n_previous,
+        len({name.rsplit(".", 1)[0] for name in changed}),
     )
     return table
+
+
+def write_removals(remove_dir, files: dict[str, bytes]) -> list[str]:
+    """Each shard's {key}.remove and {key}.previous in REMOVE_DIR, rewritten only when its
+    bytes change; files of shards no longer given are deleted. Returns the names written.
+
+    An unchanged file keeps its mtime, so Snakemake reruns the filter job (and the
+    decontamination behind it) of only the shards whose removals changed: the workflow
+    keeps the folder (an update() output) and plans the filter jobs again after the
+    cluster job ran (workflow/rules/minhash.smk, minhash_replan). Each file is replaced
+    atomically; Snakemake restores the folder as a whole if the job fails.
+    """
+    remove_dir = Path(remove_dir)
+    remove_dir.mkdir(parents=True, exist_ok=True)
+    changed = [name for name, data in files.items() if write_if_changed(remove_dir / name, data)]
+    for path in sorted(remove_dir.rglob("*")):
+        name = path.relative_to(remove_dir).as_posix()
+        if not path.is_file() or name in files:
+            continue
+        if path.suffix in (".remove", ".previous") or re.fullmatch(r"\..+\.tmp", path.name):
+            path.unlink()  # a shard no longer planned, or a killed run's temporary file
+    for folder in sorted((p for p in remove_dir.iterdir() if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return changed
 
 
 CLUSTER_SCHEMA = {

@@ -1,7 +1,9 @@
 """Parse-time planning: which shards exist and which settings each step sees.
 
 Called from workflow/rules/common.smk while Snakemake builds the DAG, so it must stay
-cheap: it lists local seed files once and reads the small templates file, nothing else.
+cheap: it lists local seed files once and reads the small templates file, nothing else
+(a source split into row ranges also needs its files' row counts: Parquet footers, JSONL
+lines counted once and cached by size and mtime; see cosmopedia.rowranges).
 Each step gets only the slice of the config that feeds it (its "settings"), passed to the
 CLI as JSON in a rule param, so a config change reruns exactly the steps it feeds.
 """
@@ -15,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosmopedia import hub, redact, settings
+from cosmopedia import hub, redact, rowranges, settings
 from cosmopedia.errors import CliError, PlanError
 from cosmopedia.hashing import sha256_text
 from cosmopedia.seeding import SCHEME as SEED_SCHEME
@@ -28,10 +30,28 @@ class Shard:
     source: str
     name: str
     path: str  # seed file, as given (relative to the working directory), or a Hub reference
+    # A row range of the file (sources.<name>.rows_per_shard): rows [start, stop) of it.
+    rows: tuple[int, int] | None = None
+    # The file's own shard name (its stem), which row ids carry, when this is a row range.
+    stem: str | None = None
+    # Rows of the whole file when planning knows them (row ranges; Hub row_counts).
+    file_rows: int | None = None
+    # Digest of a local file's range (cosmopedia.rowranges): the ingest job's trigger.
+    rows_sha256: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.source}/{self.name}"
+
+    @property
+    def file_shard(self) -> str:
+        """The shard name of the whole file: the part of row ids naming the file."""
+        return self.stem or self.name
+
+    @property
+    def row_count(self) -> int | None:
+        """Rows this shard reads from its file, when planning knows them."""
+        return self.rows[1] - self.rows[0] if self.rows else self.file_rows
 
     @property
     def is_hub(self) -> bool:
@@ -71,16 +91,91 @@ def check_placeholders(config: dict) -> None:
         )
 
 
-def plan_shards(config: dict) -> list[Shard]:
-    """One shard per seed file of every source, sorted by (source, shard).
+def prompts_per_row(config: dict, source: str) -> int | None:
+    """Prompts the prompts step builds from one seed row of a source: 1 (fan_out one, or
+    the `prompts` family), or the number of its styles/audiences (fan_out all); None for
+    openstax, whose rows are books: their prompts (units x styles) are known only when the
+    prompts step walks them."""
+    from cosmopedia import prompts as builders
+
+    spec = config["sources"][source]
+    family = spec["family"]
+    key = builders.CHOICE_KEY[family]
+    if key is None:
+        return 1
+    try:
+        block = builders.source_block(config, source)
+    except CliError as exc:
+        raise PlanError(f"sources.{source}: {exc}") from None
+    if block.options.get("builder") == "openstax_book":
+        return None
+    if spec.get("fan_out", "one") == "one":
+        return 1
+    names = builders.choice_settings(family, spec, block)[key]
+    return len([n for n in builders.choice_names(block) if n in names])
+
+
+def rows_per_shard(config: dict, source: str) -> int | None:
+    """Rows per shard of a source split into row ranges (None: one shard per file):
+    `rows_per_shard`, or `prompts_per_shard` / prompts per seed row (at least 1)."""
+    spec = config["sources"][source]
+    rows, prompts = spec.get("rows_per_shard"), spec.get("prompts_per_shard")
+    if rows is not None and prompts is not None:
+        raise PlanError(f"sources.{source}: give rows_per_shard or prompts_per_shard, not both")
+    if prompts is None:
+        return rows
+    per_row = prompts_per_row(config, source)
+    if per_row is None:
+        raise PlanError(
+            f"sources.{source}.prompts_per_shard: a row of family {spec['family']} is a "
+            "book, whose prompts (its units x styles) are known only when the prompts step "
+            "walks it; give rows_per_shard (books per shard) instead"
+        )
+    return max(1, prompts // per_row)
+
+
+def _missing_counts(source: str, missing: list[str]) -> PlanError:
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return PlanError(
+        f"sources.{source}: splitting files into row ranges (rows_per_shard or "
+        f"prompts_per_shard) needs each data file's row count, and "
+        f"sources.{source}.hub.row_counts has none for {shown}; record them with "
+        "`cosmopedia lock --configfile FILE` (it asks the Hub)"
+    )
+
+
+def _range_shards(source: str, name: str, path: str, per_shard: int, spec: dict, cache):
+    """The row-range shards of one seed file (a Hub file's count from the config, a local
+    file's from its footer or lines, with each range's digest)."""
+    if hub.is_ref(path):
+        rows = (spec["hub"].get("row_counts") or {})[hub.parse_ref(path)[2]]
+        digests = [None] * len(rowranges.split(rows, per_shard))
+    else:
+        rows, digests = cache.ranges(path, per_shard)
+    if rows == 0:
+        raise PlanError(
+            f"sources.{source}: seed file {path!r} has no rows (fix it or leave it out)"
+        )
+    return [
+        Shard(source, rowranges.range_name(name, start, stop), path, (start, stop), name, rows, d)
+        for (start, stop), d in zip(rowranges.split(rows, per_shard), digests, strict=True)
+    ]
+
+
+def plan_shards(config: dict, cache_path: str | None = None) -> list[Shard]:
+    """One shard per seed file of every source, or per row range of it for a source with
+    `rows_per_shard` or `prompts_per_shard`; sorted by (source, shard).
 
     Local sources glob their files; Hub sources list theirs in the config (no network).
     Each source's styles or audiences are checked against the templates here, so a bad
-    name or template stops the run before any job.
+    name or template stops the run before any job. Row counts and range digests of local
+    files are cached in `cache_path` (default: the seed fingerprint cache).
     """
+    from cosmopedia import fingerprint, layout
     from cosmopedia.prompts import check_source
 
     check_placeholders(config)
+    cache = None
     shards = []
     for source, spec in sorted(config["sources"].items()):
         if ("files" in spec) == ("hub" in spec):
@@ -93,8 +188,14 @@ def plan_shards(config: dict) -> list[Shard]:
             check_source(source, spec, config)
         except CliError as exc:
             raise PlanError(str(exc)) from None
+        per_shard = rows_per_shard(config, source)
         if "hub" in spec:
             paths = hub.shard_refs(spec["hub"])
+            counts = spec["hub"].get("row_counts") or {}
+            if per_shard is not None and (
+                missing := [f for f in spec["hub"]["data_files"] if f not in counts]
+            ):
+                raise _missing_counts(source, missing)
         else:
             patterns = [spec["files"]] if isinstance(spec["files"], str) else spec["files"]
             paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
@@ -116,8 +217,52 @@ def plan_shards(config: dict) -> list[Shard]:
                     f"name {name!r}; shard names (file names without suffix) must be unique"
                 )
             seen[name] = path
-            shards.append(Shard(source, name, path))
+            if per_shard is None:
+                rows = counts.get(hub.parse_ref(path)[2]) if "hub" in spec else None
+                shards.append(Shard(source, name, path, file_rows=rows))
+                continue
+            if cache is None and "hub" not in spec:
+                cache = fingerprint.FingerprintCache(
+                    cache_path or layout.cache_path("seed_fingerprints")
+                )
+            shards += _range_shards(source, name, path, per_shard, spec, cache)
+    if cache is not None:
+        cache.save()
     return shards
+
+
+def planned_prompts(config: dict, cache_path: str | None = None) -> dict[str, int | None]:
+    """Prompts each planned shard will build, by shard key (`<source>/<shard>`), offline.
+
+    For the GPU-hours forecast (and anyone sizing jobs): rows of the shard x prompts per
+    seed row (`prompts_per_row`: 1, or the source's styles/audiences with fan_out all).
+    The rows of a shard are: its row range's size (rows_per_shard, prompts_per_shard); a
+    local file's rows (Parquet footer; JSONL non-blank lines, read once and cached by size
+    and mtime in `cache_path`, the seed fingerprint cache by default); a Hub file's count
+    recorded by `cosmopedia lock` (sources.<name>.hub.row_counts).
+
+    None where offline planning cannot know: a Hub file without a recorded count, and
+    openstax shards (a book gives as many prompts as it has units, known only when the
+    prompts step walks it). Counts are those of the seed files: rows that ingest sets aside
+    (on_bad_rows: quarantine) give no prompt, so a shard may build fewer.
+
+    `config` is a validated config (settings.validate_config); the planning checks of
+    `plan_shards` apply (a PlanError names what is wrong). Never touches the network.
+    """
+    from cosmopedia import fingerprint, layout
+
+    shards = plan_shards(config, cache_path)
+    per_row = {source: prompts_per_row(config, source) for source in config["sources"]}
+    cache = fingerprint.FingerprintCache(cache_path or layout.cache_path("seed_fingerprints"))
+    planned: dict[str, int | None] = {}
+    for shard in shards:
+        rows = shard.row_count
+        if rows is None and not shard.is_hub:
+            rows = cache.rows(shard.path)
+        factor = per_row[shard.source]
+        planned[shard.key] = None if rows is None or factor is None else rows * factor
+    cache.save()
+    return planned
 
 
 def results_root(config: dict) -> str:
@@ -157,8 +302,24 @@ def shard_ingest_job(
 ) -> settings.Ingest:
     """One ingest job's settings: its source's, its seed file (path or hf:// reference) and,
     for a local file, the sha256 planning saw: the job reruns exactly when the bytes
-    change, and refuses a file that changed since."""
-    return dataclasses.replace(source_job, seed=shard.path, seed_sha256=seed_sha256)
+    change, and refuses a file that changed since.
+
+    A row range (shard.rows) gets its rows, the file's shard name (for row ids) and, for a
+    local file, its range's digest instead of the file's sha256: an edit of one row
+    re-ingests only the range that holds it. The last range of a file also gets the
+    file's row count, and checks that no row follows."""
+    if shard.rows is None:
+        return dataclasses.replace(source_job, seed=shard.path, seed_sha256=seed_sha256)
+    start, stop = shard.rows
+    return dataclasses.replace(
+        source_job,
+        seed=shard.path,
+        row_start=start,
+        row_stop=stop,
+        file_shard=shard.file_shard,
+        rows_sha256=shard.rows_sha256,
+        file_rows=shard.file_rows if stop == shard.file_rows else None,
+    )
 
 
 def section(cls, config: dict, where: str | None = None):

@@ -485,11 +485,6 @@ def _write_text(text: str, path: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _shard_of(row_id: str) -> tuple[str, str]:
-    source, shard, _ = row_id.split("/", 2)
-    return source, shard
-
-
 def removed_table(root: str, clusters, reports) -> str:
     """Removed rows (first MAX_TABLE_ROWS per stage and reason) with a text excerpt."""
     import polars as pl
@@ -502,9 +497,11 @@ def removed_table(root: str, clusters, reports) -> str:
     texts: dict[str, str] = {}
     stage_files = {"clean": "clean_dropped", "dedup": "dedup_removed"}
     wanted: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for row_id, stage in shown.select("id", "stage").rows():
+    # By the table's shard column: an id need not name its shard (a row range's rows carry
+    # their file's name, an id_column's rows no file at all).
+    for row_id, stage, source, shard in shown.select("id", "stage", "source", "shard").rows():
         if stage in stage_files:
-            wanted[(stage_files[stage], *_shard_of(row_id))].add(row_id)
+            wanted[(stage_files[stage], source, shard)].add(row_id)
     for (file_stage, source, shard), ids in sorted(wanted.items()):
         df = pl.read_parquet(shard_path(root, file_stage, source, shard), columns=["id", "text"])
         texts.update(df.filter(pl.col("id").is_in(sorted(ids))).rows())

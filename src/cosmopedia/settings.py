@@ -463,6 +463,17 @@ class Ingest:
     seed_sha256: str | None = None  # a local file's sha256 when planned (ingest checks it)
     # True when the source's template set keeps seed text as given (seed_fields: verbatim).
     verbatim: bool | None = None
+    # A row range of the seed file (sources.<name>.rows_per_shard, cosmopedia.rowranges):
+    # rows [row_start, row_stop) of it; row ids carry `file_shard`, the file's own shard
+    # name, so they are the same whatever the split.
+    row_start: int | None = None
+    row_stop: int | None = None
+    file_shard: str | None = None
+    # A local file's range digest when planned (ingest checks it, as seed_sha256).
+    rows_sha256: str | None = None
+    # The file's rows when planned, given to the job of its last range: that job checks
+    # that no row follows (a Hub file's count comes from the config).
+    file_rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,10 @@ def all_shards(stage):
 
 
 # Seed content hashes (cached by size and mtime): ingest reruns when bytes change, not mtimes.
+# A row range (sources.<name>.rows_per_shard) has its range's digest instead (plan_shards).
 SEED_SHA256 = fingerprint.fingerprints(
-    [s.path for s in SHARDS if not s.is_hub], layout.cache_path("seed_fingerprints")
+    [s.path for s in SHARDS if not s.is_hub and s.rows is None],
+    layout.cache_path("seed_fingerprints"),
 )
 
 settings = step_settings.canonical_json  # a step's settings as the JSON its CLI takes
@@ -90,9 +92,7 @@ settings = step_settings.canonical_json  # a step's settings as the JSON its CLI
 SOURCE_INGEST_JOBS = {source: plan.ingest_job(config, source) for source in SOURCES}
 INGEST_SETTINGS = {
     s.key: settings(
-        plan.shard_ingest_job(
-            SOURCE_INGEST_JOBS[s.source], s, None if s.is_hub else SEED_SHA256[s.path]
-        )
+        plan.shard_ingest_job(SOURCE_INGEST_JOBS[s.source], s, SEED_SHA256.get(s.path))
     )
     for s in SHARDS
 }
@@ -144,6 +144,8 @@ def shard_plan_entries():
             "shard": s.name,
             "family": config["sources"][s.source]["family"],
             "seed_file": s.path,
+            # A row range of the seed file: [first row, stop).
+            **({"rows": list(s.rows)} if s.rows else {}),
         }
         for s in SHARDS
     ]
@@ -208,6 +210,60 @@ def publish_options(wildcards):
 def ingest_input(wildcards):
     shard = planned_shard(wildcards)
     return [] if shard.is_hub else ancient(shard.path)
+
+
+# A shard's removal files (minhash/remove/<source>/<shard>.remove and .previous): inputs of
+# its filter job (see minhash.smk, minhash_replan). A shard whose files are not there yet
+# (a first run, a new seed file) waits for minhash_replan's stamp instead; when that job
+# has run, Snakemake plans the shard's filter job again and it gets its files, the same
+# inputs as in later runs (a changed input list would rerun it). No checkpoint.get(): an
+# incomplete checkpoint costs Snakemake a second pass over the whole DAG when planning.
+REMOVAL_FILES = {
+    s.key: [
+        layout.shard_path(ROOT, "remove", s.source, s.name),
+        layout.shard_path(ROOT, "remove_previous", s.source, s.name),
+    ]
+    for s in SHARDS
+}
+REPLAN_STAMP = layout.global_path(ROOT, "minhash_replan")
+
+
+def present_removal_files():
+    """The removal files there at parse time, as <source>/<file name> (a listing per
+    source folder, not a stat per shard)."""
+    remove_dir = layout.global_path(ROOT, "remove_dir")
+    present = set()
+    for source in SOURCES:
+        if os.path.isdir(f"{remove_dir}/{source}"):
+            present.update(
+                f"{source}/{n}" for n in os.listdir(f"{remove_dir}/{source}")
+            )
+    return present
+
+
+PRESENT_REMOVAL_FILES = present_removal_files()
+REPLAN_SHARDS = {
+    key
+    for key, files in REMOVAL_FILES.items()
+    if not all(
+        f"{key.split('/')[0]}/{os.path.basename(f)}" in PRESENT_REMOVAL_FILES
+        for f in files
+    )
+}
+
+
+@per_shard
+def removal_files(wildcards):
+    key = f"{wildcards.source}/{wildcards.shard}"
+    files = REMOVAL_FILES[key]
+    if key in REPLAN_SHARDS and not all(os.path.exists(f) for f in files):
+        if REPLAN_STAMP in checkpoints.created_output:
+            raise WorkflowError(
+                f"minhash_cluster wrote no removal files for shard {key} ({files[0]}); "
+                "run it again: snakemake --forcerun minhash_cluster"
+            )
+        return REPLAN_STAMP
+    return files
 
 
 def planned_shard(wildcards):

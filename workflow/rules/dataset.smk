@@ -12,6 +12,8 @@ rule dataset:
     input:
         plan=rules.shard_plan.output.plan,
         decontam=all_shards("decontam"),
+        # After a cluster run, Snakemake plans again (minhash.smk, minhash_replan).
+        replan=rules.minhash_replan.output.stamp,
     output:
         manifest=layout.global_path(ROOT, "manifest"),
         checksums=layout.global_path(ROOT, "checksums"),

@@ -123,13 +123,16 @@ else:
 # The signature folders are read through the plan, not listed as inputs: the buckets job
 # already depends on each of them, and a rule with 3,000 inputs that every filter job
 # depends on costs Snakemake a scan of that list per filter job (quadratic planning).
+# The job rewrites a shard's removal files only when their bytes change, in a folder that
+# Snakemake keeps (update(): not deleted before the job, restored if the job fails), so
+# that only the shards whose removals changed are filtered again (minhash_replan below).
 rule minhash_cluster:
     input:
         plan=rules.shard_plan.output.plan,
         dups=bucket_files("buckets"),
         manifests=bucket_files("buckets_manifest"),
     output:
-        removals=directory(layout.global_path(ROOT, "remove_dir")),
+        removals=update(directory(layout.global_path(ROOT, "remove_dir"))),
         clusters=report(
             layout.global_path(ROOT, "clusters"),
             category="Deduplication",
@@ -154,12 +157,39 @@ rule minhash_cluster:
         " --report {output.report:q} --settings {params.settings:q} 2> {log:q}"
 
 
+localrules:
+    minhash_replan,
+
+
+# Local reruns after deduplication. Snakemake reruns every job downstream of a job that
+# runs, whatever its output; so a filter job depends on the cluster job through `ancient`
+# (it waits for it, but is not rerun because it ran) and on its own shard's removal files
+# (.remove, .previous: rerun when they change). Which of those the cluster job rewrites is
+# known only after it ran: this checkpoint, right after it, makes Snakemake plan the jobs
+# again (the dataset job depends on its temporary stamp, so it is in every full run; once
+# the stamp is gone, an up-to-date workflow has no checkpoint to plan again). The filter and decontaminate jobs of
+# shards whose removal files or clean rows did not change then keep their files.
+# A dry-run decides before clustering: it lists only the changed shards' jobs.
+checkpoint minhash_replan:
+    input:
+        rules.minhash_cluster.output.clusters,
+    output:
+        stamp=temp(layout.global_path(ROOT, "minhash_replan")),
+    log:
+        f"{LOGS}/minhash_replan.log",
+    shell:
+        "touch {output.stamp:q} 2> {log:q}"
+
+
 # The shard's signature folder (its stream fingerprint) is not an input: the cluster job
-# depends on every signature folder already, and each input costs planning time.
+# depends on every signature folder already, and each input costs planning time. Its
+# removal files are (common.smk, removal_files: before its first cluster run, a shard's
+# job waits for minhash_replan's stamp, and is planned again with its files after it).
 rule minhash_filter:
     input:
         clean=rules.clean.output.clean,
-        removals=rules.minhash_cluster.output.removals,
+        cluster=ancient(rules.minhash_cluster.output.removals),
+        removals=removal_files,
     output:
         dedup=out_folder("dedup"),
     log:
