@@ -314,6 +314,16 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Llamacpp:
+    SCHEMA_PATH: ClassVar = ("generation", "llamacpp")
+    model_file: str | None
+    threads: int
+    n_ubatch: int
+    last_n_tokens_size: int
+    interrupt_requests: bool
+
+
+@dataclass(frozen=True)
 class Generation:
     SCHEMA_PATH: ClassVar = ("generation",)
     engine: str
@@ -333,6 +343,7 @@ class Generation:
     checkpoint_every: int
     server: Server
     sampling: Sampling
+    llamacpp: Llamacpp
     dummy: Dummy
 
 
@@ -424,5 +435,6 @@ class Dataset:
 
 # Every dataclass that mirrors a part of the schema (tests/test_settings.py checks them).
 SECTIONS = (
-    Faults, Dummy, Server, Sampling, Generation, Clean, Minhash, Decontamination, HubDataset
+    Faults, Dummy, Server, Sampling, Llamacpp, Generation, Clean, Minhash, Decontamination,
+    HubDataset,
 )  # fmt: skip

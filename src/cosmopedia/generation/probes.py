@@ -1,5 +1,5 @@
 """HTTP checks of an engine server: readiness, `/info`, and one smoke request per client
-protocol (TGI's /generate, OpenAI's /v1/completions).
+protocol (TGI's /generate, OpenAI's /v1/completions, llama.cpp's /v1/completions).
 
 Standard library only (planning imports the engines, which name these) and no proxies:
 the job's own servers listen on 127.0.0.1, and a proxy from the environment must never
@@ -39,9 +39,26 @@ def http_json(url: str, payload=None, timeout: float = PROBE_TIMEOUT_S) -> tuple
         return status, None
 
 
+# The route whose 200 means "ready", per client protocol. llama-cpp-python's server has no
+# /health (404); it loads the model before it listens, so any answer means loaded, and
+# GET /docs is answered at once while it generates (/v1/models and /extras/tokenize wait
+# for the running generation).
+READY_PATHS = {"llamacpp": "/docs"}
+
+
+def ready_path(api: str) -> str:
+    return READY_PATHS.get(api, "/health")
+
+
 def health(base_url: str) -> bool:
     """Ready once GET /health answers 200 (TGI, vLLM, SGLang, the dummy)."""
     status, _ = http_json(f"{base_url}/health", timeout=READY_TIMEOUT_S)
+    return status == 200
+
+
+def docs_ready(base_url: str) -> bool:
+    """Ready once GET /docs answers 200 (llama-cpp-python's server)."""
+    status, _ = http_json(f"{base_url}{READY_PATHS['llamacpp']}", timeout=READY_TIMEOUT_S)
     return status == 200
 
 
@@ -56,13 +73,13 @@ def tgi_smoke_request(base_url: str) -> None:
         raise ProbeError(f"smoke request to {base_url}/generate failed: HTTP {status} {body}")
 
 
-def openai_smoke_request(model: str) -> Callable[[str], None]:
+def openai_smoke_request(model: str, extra: dict | None = None) -> Callable[[str], None]:
     """One tiny completion through the OpenAI-compatible /v1/completions route."""
 
     def smoke(base_url: str) -> None:
         status, body = http_json(
             f"{base_url}/v1/completions",
-            {"model": model, "prompt": "Hello", "max_tokens": 2},
+            {"model": model, "prompt": "Hello", "max_tokens": 2, **(extra or {})},
             timeout=SMOKE_TIMEOUT_S,
         )
         if status != 200 or not isinstance(body, dict) or not body.get("choices"):
@@ -74,5 +91,7 @@ def openai_smoke_request(model: str) -> Callable[[str], None]:
 
 
 def smoke_request(api: str, model: str) -> Callable[[str], None]:
-    """The smoke request of client protocol `api` ("tgi" or "openai")."""
+    """The smoke request of client protocol `api` ("tgi", "openai" or "llamacpp")."""
+    if api == "llamacpp":  # a seed of its own: without one the server derives it from the last
+        return openai_smoke_request(model, {"seed": 0})
     return openai_smoke_request(model) if api == "openai" else tgi_smoke_request

@@ -38,13 +38,17 @@ def shard_provenance(
     failures = collections.Counter(
         cause for cause in map(failure_cause, results) if cause is not None
     )
-    ignored = stream.instances[0].route.ignored_sampling if stream.instances else ()
+    first = stream.instances[0].route if stream.instances else None
+    ignored = first.ignored_sampling if first else ()
     engine = {
         **started.record,
         "route": route,
         "chat_template": template.record(),
         "ignored_sampling": list(ignored),
     }
+    sent = first.request_record() if first else None
+    if sent is not None:  # the sampling fields as the engine receives them
+        engine["request_sampling"] = sent
     instances = [
         {**server.record, "requests": instance.sent}
         for server, instance in zip(started.servers, stream.instances, strict=True)

@@ -13,6 +13,12 @@ Three routes, one per protocol, chosen from `generation.api` and `generation.cha
 * `/v1/chat/completions` (`chat_template: server`): `AsyncInferenceClient.chat_completion`,
   the engine applies the model's own template. top_k and repetition_penalty go as extra
   fields; TGI's chat route ignores them (its ChatRequest has neither), which is recorded.
+* llama.cpp (`api: llamacpp`, llama-cpp-python's server): the same two OpenAI routes with
+  its own parameter names (`repeat_penalty`), every sampling default it would otherwise
+  add set explicitly (`min_p` 0.05 and others, as TGI samples), seeds mapped into the 32
+  bits it keeps, its finish reasons mapped to TGI's (`stop` -> `eos_token`). It silently
+  ignores fields it does not know, so the body names only fields it has (the tests check
+  them against its /openapi.json).
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
 `EngineHTTPError` with the status) for `requests.classify`.
@@ -90,6 +96,11 @@ class Route:
 
     async def close(self) -> None:
         pass
+
+    def request_record(self) -> dict | None:
+        """The sampling fields of the request body as the engine receives them, for the
+        provenance (None: the configured sampling, under the names of the settings)."""
+        return None
 
 
 class TgiGenerate(Route):
@@ -194,7 +205,7 @@ class Completions(Route):
 
     async def generate(self, prompt: str, seed: int) -> Output:
         response = await self.http.post(
-            f"{self.base_url}/v1/completions",
+            f"{self.base_url}{self.name}",
             json=self.payload(prompt, seed),
             headers=self.headers,
             timeout=self.timeout,
@@ -202,14 +213,106 @@ class Completions(Route):
         if response.status_code >= 400:
             raise EngineHTTPError(response.status_code, _error_message(response))
         try:
-            body = response.json()
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
-            return Output(
-                choice["text"], usage.get("completion_tokens"), str(choice["finish_reason"])
-            )
+            return self.output(response.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProtocolError(f"unreadable /v1/completions answer: {exc!r}") from exc
+            raise ProtocolError(f"unreadable {self.name} answer: {exc!r}") from exc
+
+    def output(self, body: dict) -> Output:
+        """The text, generated tokens and finish reason of an answer's body."""
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        return Output(choice["text"], usage.get("completion_tokens"), str(choice["finish_reason"]))
+
+
+# llama.cpp keeps the low 32 bits of a seed and draws a random one for 0xFFFFFFFF: a
+# 63-bit row seed is sent as seed % (2**32 - 1), in 0 .. 2**32 - 2 (recorded).
+LLAMACPP_SEED_MODULUS = 2**32 - 1
+LLAMACPP_SEED_MAPPING = f"row seed % {LLAMACPP_SEED_MODULUS}"
+# Sampling the server applies unless told otherwise, set to what TGI does: no min_p cut
+# (its default is 0.05), no presence or frequency penalty, no mirostat.
+LLAMACPP_FIXED_SAMPLING = {
+    "min_p": 0.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "mirostat_mode": 0,
+}
+# Its finish reasons in TGI's words: "stop" is an end-of-generation token (the client sends
+# no stop strings), "length" max_tokens (or the context) reached.
+LLAMACPP_FINISH_REASONS = {"stop": "eos_token", "length": "length"}
+
+
+def llamacpp_seed(seed: int) -> int:
+    """The seed llama.cpp receives for a row seed: deterministic, never its "random" value."""
+    return seed % LLAMACPP_SEED_MODULUS
+
+
+class LlamacppCompletions(Completions):
+    """llama-cpp-python's /v1/completions: its names and defaults, the row's text prompt."""
+
+    def sampling_fields(self) -> dict:
+        """Every sampling field of the body but the seed, under the server's names."""
+        s = self.sampling
+        return {
+            "max_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "repeat_penalty": s.repetition_penalty,
+            **LLAMACPP_FIXED_SAMPLING,
+            "stream": False,
+        }
+
+    def payload(self, prompt: str, seed: int) -> dict:
+        return {
+            "model": self.model,
+            "prompt": prompt,
+            **self.sampling_fields(),
+            "seed": llamacpp_seed(seed),
+        }
+
+    def request_record(self) -> dict:
+        return {**self.sampling_fields(), "seed": LLAMACPP_SEED_MAPPING}
+
+    def output(self, body: dict) -> Output:
+        out = super().output(body)
+        reason = LLAMACPP_FINISH_REASONS.get(out.finish_reason, out.finish_reason)
+        return Output(out.text, out.tokens, reason)
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        if not prompt:  # the server fails it with an empty HTTP 500 (an assertion)
+            raise EngineHTTPError(422, "empty prompt (refused by the client)")
+        try:
+            return await super().generate(prompt, seed)
+        except EngineHTTPError as exc:
+            # The server answers its request validation errors with HTTP 500.
+            if exc.status == 500 and "validation error" in str(exc):
+                raise EngineHTTPError(422, str(exc).removeprefix("HTTP 500: ")) from exc
+            raise
+
+
+class LlamacppChat(LlamacppCompletions):
+    """llama-cpp-python's /v1/chat/completions: the server applies the GGUF's template (and
+    adds its end-of-turn string as a stop string)."""
+
+    name = "/v1/chat/completions"
+
+    def payload(self, prompt: str, seed: int) -> dict:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            **self.sampling_fields(),
+            "seed": llamacpp_seed(seed),
+        }
+
+    def output(self, body: dict) -> Output:
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        reason = str(choice["finish_reason"])
+        return Output(
+            choice["message"]["content"],
+            usage.get("completion_tokens"),
+            LLAMACPP_FINISH_REASONS.get(reason, reason),
+        )
 
 
 def _error_message(response: httpx2.Response) -> str:
@@ -226,8 +329,10 @@ def _error_message(response: httpx2.Response) -> str:
 
 
 def route_class(api: str, chat_server: bool) -> type[Route]:
-    """The route of protocol `api` ("tgi" or "openai"); `chat_server`: chat messages, the
-    engine applies the chat template."""
+    """The route of protocol `api` ("tgi", "openai" or "llamacpp"); `chat_server`: chat
+    messages, the engine applies the chat template."""
+    if api == "llamacpp":
+        return LlamacppChat if chat_server else LlamacppCompletions
     if chat_server:
         return ChatCompletions
     return Completions if api == "openai" else TgiGenerate

@@ -1,8 +1,9 @@
 """The engine interface: everything the generate step asks of an engine kind.
 
 An `Engine` is built from the job's `settings.Generation`. The runner asks it, and never
-the kind's name: which settings go together (`check`), how many GPUs a job needs
-(`gpus`, the rule's `resources: gpu=`), which client protocol it speaks by default
+the kind's name: which settings go together (`check`), how many GPUs and CPU cores a job
+needs (`gpus`, the rule's `resources: gpu=`; `cpus`, its `threads:`), how exactly a rerun
+repeats its texts (`determinism`, recorded), which client protocol it speaks by default
 (`api`), which token the client sends (`token`), where the model's chat template is
 (`find_chat_template`), which route the client uses (`route`), how to start (or find) its
 servers and what provenance records about them (`start`).
@@ -67,6 +68,15 @@ class Engine:
     # True for a server the job does not run: the client then follows the environment's
     # proxy settings and sends the job's HF token.
     external: ClassVar[bool] = False
+    # Sections of `generation` that only this kind reads: set for another engine, they
+    # are refused (`engines.check`).
+    own_sections: ClassVar[tuple[str, ...]] = ()
+    # How exactly a fresh run repeats the texts: recorded in the provenance, and the
+    # manifest's `determinism`.
+    determinism: ClassVar[str] = (
+        "engine-dependent: seeded sampling, but continuous batching can change logits; "
+        "reuse cached generations for exact rebuilds"
+    )
 
     def __init__(self, generation: Generation):
         self.generation = generation
@@ -83,6 +93,10 @@ class Engine:
     def gpus(self) -> int:
         """GPUs one generate job needs (the rule's `resources: gpu=`)."""
         return 0
+
+    def cpus(self) -> int:
+        """CPU cores one generate job keeps busy (the rule's `threads:`): the client's."""
+        return 1
 
     def token(self) -> str | None:
         """The bearer token the client sends."""
@@ -117,4 +131,5 @@ class Engine:
             "kind": self.kind,
             "api": self.api,
             "endpoint_url": redact.text(url) if url else None,
+            "determinism": self.determinism,
         }

@@ -16,6 +16,7 @@ class DummyEngine(ServedEngine):
     fatal_log_patterns = (r"^FATAL\b",)
     # On a GPU node it takes the devices it sees, as the GPU engine it stands in for.
     gpu_use = "optional"
+    determinism = "exact: the dummy engine is a pure function of prompt and seed"
 
     def check(self) -> None:
         server = self.generation.server

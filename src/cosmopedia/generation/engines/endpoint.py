@@ -1,6 +1,7 @@
 """Engine `endpoint`: a server that already runs at `generation.endpoint_url` (an
-Inference Endpoint, a shared TGI or vLLM): no process, one instance. The job waits until
-its /health answers 200 and reads its /info. The client follows the environment's proxy
+Inference Endpoint, a shared TGI or vLLM, a llama.cpp server with `api: llamacpp`): no
+process, one instance. The job waits until its /health (a llama.cpp server: /docs)
+answers 200 and reads its /info. The client follows the environment's proxy
 settings and sends the job's HF token (a protected endpoint)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cosmopedia import redact
 from cosmopedia.errors import CliError
+from cosmopedia.generation import probes
 from cosmopedia.generation.engines.base import Engine, Server, Started
 from cosmopedia.jsonvalues import is_int
 
@@ -54,17 +56,19 @@ class EndpointEngine(Engine):
         return Started([Server(0, base_url, capacity, instance)], record)
 
     def probe(self, url: str, timeout_s: float) -> dict | None:
-        """Wait until the endpoint's /health answers 200; its /info (None if absent)."""
+        """Wait until the endpoint's readiness route (/health; /docs for a llama.cpp
+        server) answers 200; its /info (None if absent)."""
         import httpx2
         from huggingface_hub.utils import build_hf_headers
 
         headers = build_hf_headers()  # the token, if any, for protected endpoints
         deadline = time.monotonic() + timeout_s
         shown = redact.text(url)
+        ready = probes.ready_path(self.api)
         with httpx2.Client(headers=headers, timeout=PROBE_TIMEOUT_S, follow_redirects=True) as c:
             while True:
                 try:
-                    if c.get(f"{url}/health").status_code == 200:
+                    if c.get(f"{url}{ready}").status_code == 200:
                         break
                 except httpx2.TransportError:
                     pass
