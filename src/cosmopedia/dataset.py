@@ -260,7 +260,7 @@ def determinism(generation: dict) -> str:
         return next(iter(statements))
     return "; ".join(
         f"{', '.join(sorted(kinds))}: {statement}"
-        for statement, kinds in sorted(statements.items())
+        for statement, kinds in sorted(statements.items(), key=lambda item: sorted(item[1]))
     )
 
 
