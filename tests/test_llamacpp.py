@@ -30,7 +30,8 @@ import pytest
 import yaml
 
 from conftest import make_workdir, run_snakemake
-from cosmopedia import dataset
+from cosmopedia import dataset, plan
+from cosmopedia import settings as step_settings
 from cosmopedia.errors import CliError
 from cosmopedia.generation import engines, probes, requests, routes
 from cosmopedia.generation.engines import llamacpp
@@ -321,6 +322,16 @@ def test_the_manifest_takes_each_engines_own_determinism_statement():
     shards["b/0"] = {"engine": {"kind": "dummy", "determinism": exact}}
     assert dataset.determinism(shards) == f"dummy: {exact}; llamacpp: {llama}"
     assert dataset.determinism({"c/0": {"engine": {"kind": "dummy"}}}) == exact  # older files
+
+
+def test_the_demo_config_is_valid():
+    """config/smollm2.yaml (`make demo-llm`) passes the schema and the engine's checks."""
+    path = Path(__file__).resolve().parent.parent / "config" / "smollm2.yaml"
+    config = step_settings.validate_config(yaml.safe_load(path.read_text()))
+    generation = config["generation"]
+    assert (generation["engine"], generation["revision"]) == ("llamacpp", SMOLLM2_SHA256)
+    if missing() is None:
+        plan.generate_job(config)
 
 
 # --- the real server -------------------------------------------------------------------------
