@@ -600,3 +600,15 @@ def test_the_workflow_twice_gives_the_same_release(installed, tmp_path):
     assert manifest["totals"]["rows"] == 4
     generation = next(iter(manifest["generation"].values()))
     assert generation["engine"]["model_file"]["sha256"] == SMOLLM2_SHA256
+
+
+@pytest.mark.llamacpp
+def test_the_saturation_bench_against_llama_cpp(installed, tmp_path):
+    """bench/saturation.py --engine llamacpp keeps working (a tiny run; the numbers of a
+    real one are in the README)."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "saturation.py"
+    cmd = [sys.executable, str(bench), "--engine", "llamacpp", "--rows", "2", "--rounds", "1"]
+    cmd += ["--max-new-tokens", "8", "--target", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"ratio \(workflow / direct client\): \d\.\d{3}", proc.stdout), proc.stdout
