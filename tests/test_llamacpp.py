@@ -250,6 +250,9 @@ def test_cpu_only_and_cores_per_job():
     assert engine.split_gpus("0,1,2,3") == [None, None]  # no CUDA_VISIBLE_DEVICES for it
     assert engine.capacity({"max_concurrent_requests": 64}) == 1
     assert engines.cpus(job(settings(engine="tgi"))) == 1
+    # Request keys (and so the checkpoint) follow the server settings that change texts.
+    assert engine.key_settings() == {"n_ctx": 1024, "n_ubatch": 1, "last_n_tokens_size": 64}
+    assert engines.engine_for(job(settings(engine="tgi")).generation).key_settings() is None
 
 
 def write_gguf(path: Path, metadata: dict) -> None:

@@ -82,6 +82,8 @@ def run(
     context = None
     if template.mode is not None or route != routes.TgiGenerate.name:
         context = {"route": route, "chat_template": template.record()}
+    if (server_settings := engine.key_settings()) is not None:
+        context = {**(context or {}), "engine": server_settings}
 
     df = _read_prompts(prompts)
     requests = []

@@ -98,6 +98,11 @@ class Engine:
         """CPU cores one generate job keeps busy (the rule's `threads:`): the client's."""
         return 1
 
+    def key_settings(self) -> dict | None:
+        """Server settings that change the texts beyond model, revision and sampling: part
+        of every request key, so that a checkpoint of other settings is not reused."""
+        return None
+
     def token(self) -> str | None:
         """The bearer token the client sends."""
         return NO_TOKEN

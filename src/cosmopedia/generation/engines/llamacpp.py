@@ -179,6 +179,16 @@ class LlamacppEngine(ServedEngine):
     def cpus(self) -> int:
         return self.generation.instances * self.generation.llamacpp.threads
 
+    def key_settings(self) -> dict:
+        """The context size and the llamacpp settings that change texts (not where the file
+        is, nor threads: measured to give the same texts)."""
+        g = self.generation
+        node = settings.subschema(("generation", "llamacpp"))
+        return {
+            "n_ctx": g.server.max_total_tokens,
+            **settings.result_affecting(settings.to_dict(g.llamacpp), node),
+        }
+
     # --- the servers ----------------------------------------------------------------------
 
     def placeholder_values(self, index: int, gpus: list[str] | None, scratch: str) -> dict:
