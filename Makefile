@@ -57,7 +57,7 @@ profiles:
 # some VMs forbid: SIGSEGV on the first request), without pip's cache (it ignores
 # CMAKE_ARGS and would hand back a native build). About 5 min on 2 cores; tests that need
 # it (tests/test_llamacpp.py) skip without it, and fail with COSMOPEDIA_REQUIRE_LLAMACPP=1
-# (.ci/run). `make demo-llm` runs the workflow with it (config/smollm2.yaml, ~3 min).
+# (.ci/run). `make demo-llm` runs the workflow with it (config/smollm2.yaml, 1.5-3 min).
 LLAMACPP_VERSION := 0.3.36
 LLAMACPP_WHEELS := .cache/llamacpp
 LLAMACPP_STAMP := $(VENV)/.llamacpp-installed
