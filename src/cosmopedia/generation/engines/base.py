@@ -3,7 +3,8 @@
 An `Engine` is built from the job's `settings.Generation`. The runner asks it, and never
 the kind's name: which settings go together (`check`), how many GPUs and CPU cores a job
 needs (`gpus`, the rule's `resources: gpu=`; `cpus`, its `threads:`), how exactly a rerun
-repeats its texts (`determinism`, recorded), which client protocol it speaks by default
+repeats its texts (`determinism`, recorded), which of its server settings change texts
+(`key_settings`, part of every request key), which client protocol it speaks by default
 (`api`), which token the client sends (`token`), where the model's chat template is
 (`find_chat_template`), which route the client uses (`route`), how to start (or find) its
 servers and what provenance records about them (`start`).
