@@ -34,8 +34,12 @@ shard goes, in alternating rounds, through
   one thread per server taking the next row, the same request bodies (prompts, seeds,
   sampling, token budget), tokens from the answers' usage over the wall time.
 
+The rounds alternate which of the two goes first.
+
 Both make the same texts (n_ubatch 1: exact), so the ratio of tokens/s is the share of the
-servers' time the workflow's client keeps them generating (target >= 0.95).
+servers' time the workflow's client keeps them generating (target >= 0.95). On a shared
+machine a round's figures move with the other jobs' load, and with how the rows happen to
+fall on the servers (the last ones finish alone): several rounds, alternating order.
 """
 
 from __future__ import annotations
@@ -296,10 +300,14 @@ def llamacpp_main(args) -> int:
         totals = {"workflow": [0, 0.0], "direct": [0, 0.0]}
         started = time.monotonic()
         for round_ in range(args.rounds):
-            measured = {
-                "workflow": through_the_workflow(prompts, work, generation, f"w{round_}"),
-                "direct": directly(df, work, generation, f"d{round_}"),
-            }
+            # Alternating which goes first: a trend in the machine's load hits both alike.
+            order = ["workflow", "direct"] if round_ % 2 == 0 else ["direct", "workflow"]
+            measured = {}
+            for name in order:
+                if name == "workflow":
+                    measured[name] = through_the_workflow(prompts, work, generation, f"w{round_}")
+                else:
+                    measured[name] = directly(df, work, generation, f"d{round_}")
             for name, (tokens, seconds) in measured.items():
                 totals[name][0] += tokens
                 totals[name][1] += seconds
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=None, help="0.97; llamacpp 0.95")
     parser.add_argument("--instances", type=int, default=2, help="llamacpp: servers")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="llamacpp: per row")
-    parser.add_argument("--rounds", type=int, default=2, help="llamacpp: rounds of both")
+    parser.add_argument("--rounds", type=int, default=4, help="llamacpp: rounds of both")
     args = parser.parse_args(argv)
     llama = args.engine == "llamacpp"
     args.rows = args.rows or (16 if llama else 3000)
