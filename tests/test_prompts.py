@@ -23,6 +23,7 @@ def web_settings(**overrides):
         "styles": ["textbook_academic", "textbook_narrative", "blogpost", "wikihow"],
         "extract_max_chars": 1000,
         "topic_probability": 0.5,
+        "seed_data": "web_samples_v1",
     }
     return settings | overrides
 
@@ -41,11 +42,12 @@ def test_web_prompts_quote_the_extract_and_use_every_style():
     templates = load_family_templates(TEMPLATES, "web_samples")
     prompts = build_prompts(web_seeds(), templates, web_settings())
     assert prompts.columns == [
-        "id", "source", "family", "prompt", "seed_data", "format", "audience"
+        "id", "source", "family", "prompt", "seed_data", "format", "audience", "seed_text"
     ]  # fmt: skip
     assert prompts.height == 40
     for row in prompts.iter_rows(named=True):
-        assert f'Here is an extract from a webpage: "{row["seed_data"]}".' in row["prompt"]
+        assert f'Here is an extract from a webpage: "{row["seed_text"]}".' in row["prompt"]
+        assert row["seed_data"] == "web_samples_v1"  # the source's label, as published
     assert set(prompts["format"]) == {"textbook", "textbook_narrative", "blogpost", "wikihow"}
     # Topics only appear for rows that have one, and not for all of them.
     with_topic = prompts.filter(pl.col("prompt").str.contains("related to Marine life"))
@@ -65,7 +67,7 @@ def test_extract_is_truncated():
     templates = load_family_templates(TEMPLATES, "web_samples")
     seeds = pl.DataFrame({"id": ["web/s/0"], "text": ["x" * 5000], "topic": [None]})
     prompts = build_prompts(seeds, templates, web_settings(extract_max_chars=1000))
-    assert len(prompts["seed_data"][0]) == 1000
+    assert len(prompts["seed_text"][0]) == 1000
 
 
 def test_outline_prompt_names_the_unit_and_what_was_covered():
@@ -85,7 +87,7 @@ def test_outline_prompt_names_the_unit_and_what_was_covered():
     assert 'The new unit is titled "1.2. The Moon".' in second["prompt"]
     assert "already covered in this section are: 1.1. What is a tide." in second["prompt"]
     assert "first unit of the section" in first["prompt"]
-    assert second["seed_data"] == "Tides 101 > 1. Basics > 1.2. The Moon"
+    assert second["seed_text"] == "Tides 101 > 1. Basics > 1.2. The Moon"
     assert second["audience"] == "college_students"
 
 
@@ -134,7 +136,7 @@ def test_outline_chapter_joins_the_trail_and_the_context():
     templates = load_family_templates(TEMPLATES, "course_outline")
     row = build_prompts(outline_seeds(chapter="Ch. 1 Oceans"), templates, outline_settings())
     row = row.to_dicts()[0]
-    assert row["seed_data"] == "Tides 101 > Ch. 1 Oceans > 1. Basics > 1.2. The Moon"
+    assert row["seed_text"] == "Tides 101 > Ch. 1 Oceans > 1. Basics > 1.2. The Moon"
     assert "The section is part of the chapter Ch. 1 Oceans. The units already" in row["prompt"]
     assert row["audience"] == "middle_school_students"
     assert row["prompt"].count('"') == 2
@@ -164,7 +166,7 @@ def test_wikihow_prompt_quotes_the_title():
     settings = {"source": "w", "family": "wikihow", "seed": 0, "styles": ["wikihow"]}
     row = build_prompts(seeds, templates, settings).to_dicts()[0]
     assert 'wikiHow article: "How to Repot a Cactus".' in row["prompt"]
-    assert (row["seed_data"], row["format"], row["audience"]) == (
+    assert (row["seed_text"], row["format"], row["audience"]) == (
         "How to Repot a Cactus", "wikihow", "general",
     )  # fmt: skip
 
@@ -181,7 +183,7 @@ def test_auto_math_text_styles_and_truncation():
     prompts = build_prompts(seeds, templates, settings)
     assert set(prompts["audience"]) == {"college_students", "grade_school_students"}
     assert set(prompts["format"]) == {"educational_piece"}
-    assert set(prompts["seed_data"].str.len_chars()) == {1000}
+    assert set(prompts["seed_text"].str.len_chars()) == {1000}
 
 
 def test_prompts_family_takes_prompts_as_they_are():
@@ -198,9 +200,10 @@ def test_prompts_family_takes_prompts_as_they_are():
     prompts = build_prompts(seeds, {}, settings)
     assert prompts.to_dicts() == [
         {"id": "p/s/0", "source": "p", "family": "prompts", "prompt": 'Write a "story".\n',
-         "seed_data": "ultrachat", "format": "story_children", "audience": "young_children"},
+         "seed_data": "ultrachat", "format": "story_children", "audience": "young_children",
+         "seed_text": None},
         {"id": "p/s/1", "source": "p", "family": "prompts", "prompt": "Explain tides.",
-         "seed_data": None, "format": None, "audience": None},
+         "seed_data": None, "format": None, "audience": None, "seed_text": None},
     ]  # fmt: skip
 
 
@@ -211,13 +214,15 @@ def test_styles_default_to_every_template_of_the_family():
     assert prompts["format"].n_unique() == len(templates) == 5
 
 
-def test_shipped_templates_keep_seed_material_in_one_pair_of_quotes():
-    import yaml
+def test_project_templates_keep_seed_material_in_one_pair_of_quotes():
+    """The project set's rule (the dummy engine reads the material between the quotes).
+    The cosmopedia-v0.1 set keeps the original texts, quotes and all: tests/test_templates.py."""
+    from cosmopedia.templates import read_set
 
-    with open(TEMPLATES, encoding="utf-8") as f:
-        blocks = yaml.safe_load(f)
+    blocks = read_set(TEMPLATES)["families"]
     assert set(blocks) == {"web_samples", "stories", "course_outline", "wikihow", "auto_math_text"}
-    for family, entries in blocks.items():
+    for family, block in blocks.items():
+        entries = block["entries"]
         check_templates(family, entries, list(entries))
         for name, entry in entries.items():
             for key in ("template", "template_with_reference"):
@@ -249,3 +254,18 @@ def test_template_entry_with_an_unknown_key_or_bad_braces_is_named():
     entry = {"format": "b", "audience": "g", "template": '"{extract}" {oops'}
     with pytest.raises(CliError, match=r"web_samples.blogpost.template: malformed braces"):
         check_templates("web_samples", {"blogpost": entry}, ["blogpost"])
+
+
+def test_fan_out_all_builds_every_style_per_row_with_stable_ids():
+    templates = load_family_templates(TEMPLATES, "web_samples")
+    seeds = web_seeds(10)
+    styles = ["wikihow", "blogpost"]  # the set's order (blogpost first) wins over the list's
+    full = build_prompts(seeds, templates, web_settings(styles=styles, fan_out="all"))
+    assert full.height == 20
+    assert full["id"].to_list()[:2] == ["web/s/0000000/blogpost", "web/s/0000000/wikihow"]
+    assert full["id"].n_unique() == full.height
+    # Each (row, style) has its own RNG: other rows and styles change nothing.
+    alone = build_prompts(
+        seeds.tail(1), templates, web_settings(styles=["blogpost"], fan_out="all")
+    )
+    assert alone.row(0) == full.filter(pl.col("id") == "web/s/0000009/blogpost").row(0)

@@ -26,7 +26,7 @@ from cosmopedia.release import checksums_text, root_sha256
 
 pytestmark = pytest.mark.e2e
 
-DATA = "data/web_samples/web/web-00000.parquet"
+DATA = "data/web/web/web-00000.parquet"
 OTHER_DATA = "data/stories/stories/stories-00001.parquet"
 TIMEOUT_S = 60
 
@@ -92,8 +92,8 @@ def flip_byte(path: Path) -> bytes:
 
 
 def extra_data_file(release, resum):
-    shutil.copy(release / DATA, release / "data/web_samples/web/web-99999.parquet")
-    return ["data/web_samples/web/web-99999.parquet: not in the manifest"]
+    shutil.copy(release / DATA, release / "data/web/web/web-99999.parquet")
+    return ["data/web/web/web-99999.parquet: not in the manifest"]
 
 
 def extra_dotfile(release, resum):
@@ -250,10 +250,10 @@ def symlink_to_outside(release, resum):
 
 
 def symlinked_folder(release, resum):
-    folder = release / "data/web_samples"
-    shutil.move(folder, release.parent / "outside" / "web_samples")
-    folder.symlink_to(release.parent / "outside" / "web_samples")
-    return [f"{DATA}: missing: data/web_samples is a symbolic link, not a folder"]
+    folder = release / "data/web"
+    shutil.move(folder, release.parent / "outside" / "web")
+    folder.symlink_to(release.parent / "outside" / "web")
+    return [f"{DATA}: missing: data/web is a symbolic link, not a folder"]
 
 
 def fifo_in_release(release, resum):

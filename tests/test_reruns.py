@@ -108,7 +108,7 @@ def test_changing_how_generation_runs_regenerates_nothing(run):
 def test_editing_one_familys_templates_reruns_only_its_prompts(run):
     path = run / "resources/prompts/templates.yaml"
     templates = yaml.safe_load(path.read_text())
-    templates["stories"]["reddit_post"]["template"] += " Keep it under 500 words."
+    templates["families"]["stories"]["entries"]["reddit_post"]["template"] += " Keep it short."
     path.write_text(yaml.safe_dump(templates))
     jobs = planned_jobs(run)
     assert jobs["prompts"] == 2  # the two stories shards

@@ -269,6 +269,10 @@ def test_cancelled_generate_job_is_retried_and_resumes(slurm_run, demo_run, tmp_
     checkpoint = work / shard_path(
         str(DEMO_ROOT), "generation_checkpoint", CANCEL_SOURCE, CANCEL_SHARD
     )
+    # Without its previous output, which any rerun reuses, the forced job sends every row.
+    shutil.rmtree(
+        work / shard_path(str(DEMO_ROOT), "generation_previous", CANCEL_SOURCE, CANCEL_SHARD)
+    )
     provenance = shard_path(str(DEMO_ROOT), "generation_provenance", CANCEL_SOURCE, CANCEL_SHARD)
     comment = f"rule_{GPU_RULE}_wildcards_{CANCEL_SOURCE}_{CANCEL_SHARD}"
 

@@ -57,12 +57,16 @@ def test_a_steps_shard_folder_is_a_target_and_a_file_inside_it_is_not(tmp_path):
 
 def test_dataset_schema_and_manifest(demo_run):
     manifest = json.loads((demo_run / DEMO_ROOT / "dataset/manifest.json").read_text())
-    assert {f["config"] for f in manifest["files"]} == {"web_samples", "stories", "course_outline"}
+    # One dataset config per source, as Cosmopedia's (sources.<name>.dataset_config).
+    assert {f["config"] for f in manifest["files"]} == {"web", "stories", "outline"}
+    assert manifest["text_token_length"]["counted_by"] == "engine"  # no tokenizer for dummy
     for entry in manifest["files"]:
         df = pl.read_parquet(demo_run / DEMO_ROOT / "dataset" / entry["path"])
         assert df.columns[:6] == [
             "prompt", "text", "text_token_length", "seed_data", "format", "audience"
         ]  # fmt: skip
+        assert df.columns[6] == "seed_text"  # the seed material (extract, snippet, trail)
+        assert set(df["seed_data"]) == {entry["config"]}  # the source's label
         assert df.height == entry["rows"]
         assert df["id"].to_list() == sorted(df["id"].to_list())
         assert df["text"].str.len_chars().min() > 0

@@ -40,12 +40,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "decontam-summary": ("cosmopedia.decontam", "summary_main", "Per-benchmark decontam summary"),
     "dataset": ("cosmopedia.dataset", "main", "Final Cosmopedia-schema files + manifest"),
     "report-plots": ("cosmopedia.report", "main", "Plots and tables for snakemake --report"),
+    "forecast": (
+        "cosmopedia.forecast",
+        "main",
+        "GPU-hours generation will take, per source and in total (before or during a run)",
+    ),
     "publish": ("cosmopedia.release", "main", "Check a release and upload it to the Hub"),
     "verify": ("cosmopedia.verify", "main", "Rebuild a version from its manifest and compare"),
     "check-config": (
         "cosmopedia.plan",
         "check_config_main",
         "Check a config file as planning does (YAML line and column, schema, shards)",
+    ),
+    "lock": (
+        "cosmopedia.lock",
+        "main",
+        "Pin (or --check) a config's Hub revisions and data file lists from the Hub",
     ),
     "metadata": (
         "cosmopedia.io",
@@ -71,11 +81,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from cosmopedia import redact
+
+    handler = logging.StreamHandler(sys.stderr)
+    # Every line of a job's log without secrets (URL credentials, tokens: cosmopedia.redact).
+    handler.setFormatter(redact.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     module_name, func_name = args._handler
     handler = getattr(importlib.import_module(module_name), func_name)
     from cosmopedia.errors import CliError
@@ -86,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         known = isinstance(exc, CliError)
         logging.getLogger("cosmopedia").error("%s", exc, exc_info=not known)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = redact.text(reason)
         print(f"cosmopedia {args.command} failed: {reason}. Fix the input/config and rerun "
               "snakemake; finished work is kept.", file=sys.stderr)  # fmt: skip
         return 2 if known else 1

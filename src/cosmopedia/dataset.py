@@ -1,10 +1,12 @@
 """Dataset: decontaminated shards -> Cosmopedia-schema Parquet files + manifest.json.
 
-One file per shard under data/<family>/ (one dataset config per seed family), the rows
+One file per shard under data/<config>/<source>/ (one dataset config per source, or per
+group of sources sharing sources.<name>.dataset_config, as Cosmopedia's), the rows
 that every stage removed gathered in one table with their reason, a manifest with the
 sha256, bytes, rows and tokens of every file and the row counts of every stage, and a
-plain-text summary. Nothing here holds a timestamp or an absolute path: the same inputs
-give the same bytes.
+plain-text summary. Nothing in the release holds a timestamp or an absolute path: the
+same inputs give the same bytes. The summary (beside the release, not in it) also says
+what generation cost (GPU-hours, overhead: cosmopedia.accounting), which varies by run.
 
 Counts add up: the rows read from a seed file are the released rows plus the removed
 rows, and at every stage the rows that reach it are the rows it keeps plus the rows it
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmopedia import __version__
+from cosmopedia import __version__, accounting
 from cosmopedia import settings as step_settings
 from cosmopedia.card import dataset_card
 from cosmopedia.errors import CliError
 from cosmopedia.hashing import sha256_file
 from cosmopedia.io import (
+    CLEAN_KEY,
     INGEST_KEY,
     atomic_dir,
     read_json,
@@ -54,6 +57,7 @@ DATASET_COLUMNS = [
     "seed_data",
     "format",
     "audience",
+    "seed_text",
     "id",
     "source",
     "seed",
@@ -107,7 +111,7 @@ def parquet_rows(path: str) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
-def ingest_record(root: str, source: str, shard: str) -> dict:
+def read_ingest_record(root: str, source: str, shard: str) -> dict:
     """What ingest recorded in the seed shard: rows read and kept, bad rows set aside."""
     path = shard_path(root, "seeds", source, shard)
     record = read_parquet_metadata(path).get(INGEST_KEY)
@@ -174,21 +178,22 @@ def build_dataset(
     the manifest's content so far (release.seal adds the other files and the roots)."""
     files, stages, removed = [], {}, []
     for entry in plan:
-        source, shard, family = entry["source"], entry["shard"], entry["family"]
+        source, shard = entry["source"], entry["shard"]
+        config = settings.configs[source]
         kept = read_parquet(shard_path(root, "decontam", source, shard))
-        rel = DATASET_SHARD.format(family=family, source=source, shard=shard)
+        rel = DATASET_SHARD.format(config=config, source=source, shard=shard)
         write_parquet(kept.select(DATASET_COLUMNS), f"{out_dir}/{rel}")
         files.append(
             {
                 "path": rel,
-                "config": family,
+                "config": config,
                 "sha256": sha256_file(f"{out_dir}/{rel}"),
                 "bytes": Path(f"{out_dir}/{rel}").stat().st_size,
                 "rows": kept.height,
                 "tokens": int(kept["text_token_length"].sum() or 0),
             }
         )
-        ingest = ingest_record(root, source, shard)
+        ingest = read_ingest_record(root, source, shard)
         counts = {s: parquet_rows(shard_path(root, s, source, shard)) for s in COUNTED_STAGES[1:]}
         stages[f"{source}/{shard}"] = {"read": ingest["rows_read"], **counts}
         removed.append(removed_rows(root, source, shard, ingest))
@@ -207,8 +212,11 @@ def build_dataset(
         .sort("stage", "reason")
         .rows()
     }
-    generation = {}
+    generation, token_counts = {}, {}
     for entry in plan:
+        clean_file = shard_path(root, "clean", entry["source"], entry["shard"])
+        record = read_parquet_metadata(clean_file).get(CLEAN_KEY, {"token_count": "engine"})
+        token_counts[f"{entry['source']}/{entry['shard']}"] = record
         prov = read_json(shard_path(root, "generation_provenance", entry["source"], entry["shard"]))
         key = f"{entry['source']}/{entry['shard']}"
         generation[key] = {k: prov[k] for k in MANIFEST_GENERATION_KEYS if k in prov}
@@ -232,6 +240,17 @@ def build_dataset(
         "stage_rows": {"total": totals, "by_shard": stages},
         "removed": removed_by,
         "generation": generation,
+        "text_token_length": text_token_length(token_counts),
+    }
+
+
+def text_token_length(by_shard: dict[str, dict]) -> dict:
+    """How text_token_length was counted: the model's tokenizer (as Cosmopedia) or the
+    engine's count of generated tokens, per shard (clean metadata) and overall."""
+    kinds = sorted({record["token_count"] for record in by_shard.values()})
+    return {
+        "counted_by": kinds[0] if len(kinds) == 1 else "mixed",
+        "by_shard": by_shard,
     }
 
 
@@ -274,7 +293,10 @@ def _determinism_before_recorded(kind: str) -> str:
     )
 
 
-def summary_text(manifest: dict, root: str) -> str:
+def summary_text(manifest: dict, root: str, generation: list[str] | None = None) -> str:
+    """The run's summary (summary.txt, beside the release); `generation`: the lines of
+    what generation cost (cosmopedia.accounting), which describe one run and so are never
+    in the manifest."""
     totals = manifest["stage_rows"]["total"]
     lines = [
         f"Dataset {manifest['dataset']['name']} {manifest['dataset']['version']}: "
@@ -282,6 +304,7 @@ def summary_text(manifest: dict, root: str) -> str:
         f"in {len(manifest['files'])} files",
         "rows per stage: " + ", ".join(f"{s} {totals[s]}" for s in COUNTED_STAGES),
         "removed: " + (", ".join(f"{k} {v}" for k, v in manifest["removed"].items()) or "none"),
+        *(generation or []),
         f"dataset files:  {global_path(root, 'dataset_data')}/",
         f"manifest:       {global_path(root, 'manifest')} (root sha256 {manifest['root_sha256']})",
         f"checksums:      {global_path(root, 'checksums')} (sha256sum -c SHA256SUMS)",
@@ -310,7 +333,8 @@ def main(args) -> int:
         schema = pl.read_parquet_schema(release / manifest["files"][0]["path"])
         write_text(dataset_card(manifest, schema), release / RELEASE["card"])
         manifest = seal(release, manifest)
-    summary = summary_text(manifest, args.root)
+    usages = accounting.read_usages(args.root, plan)
+    summary = summary_text(manifest, args.root, accounting.summary_lines(usages))
     write_text(summary, global_path(args.root, "summary"))
     log.info("\n%s", summary)
     return 0

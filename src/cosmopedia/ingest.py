@@ -35,7 +35,10 @@ from cosmopedia.io import INGEST_KEY, write_json, write_parquet
 log = logging.getLogger("cosmopedia.ingest")
 
 # field -> (required, kind) per seed family. Kinds: "str" (stripped; blank counts as
-# missing), "raw" (kept exactly as given; blank counts as missing), "list[str]".
+# missing), "raw" (kept exactly as given; blank counts as missing), "list[str]", "json" (a
+# nested list or object, stored as its JSON text). With the settings' `verbatim` (a template
+# set whose builders strip as the original did: seed_fields: verbatim), "str" fields are
+# kept exactly as given too, and an empty one counts as given: only a missing one is missing.
 FAMILY_FIELDS: dict[str, dict[str, tuple[bool, str]]] = {
     "web_samples": {"text": (True, "str"), "topic": (False, "str")},
     "stories": {"text": (True, "str")},
@@ -49,6 +52,13 @@ FAMILY_FIELDS: dict[str, dict[str, tuple[bool, str]]] = {
     },
     "wikihow": {"title": (True, "str")},
     "auto_math_text": {"text": (True, "str")},
+    # One OpenStax book per row (HuggingFaceTB/openstax_paragraphs): its nested chapters go
+    # to the prompt builder as they are, which walks them as the original did.
+    "openstax": {
+        "book_title": (True, "str"),
+        "language": (False, "str"),
+        "chapters": (True, "json"),
+    },
     # Prompts taken as they are (e.g. Cosmopedia's own), with their labels when present.
     "prompts": {
         "prompt": (True, "raw"),
@@ -150,7 +160,13 @@ def check_schema(columns: Iterable[str], path: str, settings: step_settings.Inge
             )
 
 
-def _field_value(value, kind: str, where: str, max_chars: int, source: str):
+def _field_value(value, kind: str, where: str, max_chars: int, source: str, verbatim=False):
+    if kind == "json":
+        if not isinstance(value, list | dict):
+            raise BadRow(f"{where}: expected a list or an object, got {type(value).__name__}")
+        text = json.dumps(value, ensure_ascii=False)
+        _check_length(text, where, max_chars, source)
+        return text
     if kind == "list[str]":
         if value is None:
             return []
@@ -164,6 +180,8 @@ def _field_value(value, kind: str, where: str, max_chars: int, source: str):
     if not isinstance(value, str):
         raise BadRow(f"{where}: expected a string, got {type(value).__name__}")
     _check_length(value, where, max_chars, source)
+    if verbatim:
+        return value
     if kind == "raw":
         return value if value.strip() else None
     return value.strip() or None
@@ -192,6 +210,7 @@ def ingest_items(
     id_column = settings.id_column
     quarantine = settings.on_bad_rows == "quarantine"
     max_chars = settings.max_chars
+    verbatim = bool(settings.verbatim)
     rows, seen, bad, total = [], {}, [], 0
     for item in items:
         total += 1
@@ -201,8 +220,8 @@ def ingest_items(
             row_id, row = _row(item, path, source, shard, family, fields, columns, id_column)
             for field, (required, kind) in fields.items():
                 where = f"{path}: row {item.index}, column {columns[field]!r}"
-                row[field] = _field_value(row[field], kind, where, max_chars, source)
-                if required and not row[field]:
+                row[field] = _field_value(row[field], kind, where, max_chars, source, verbatim)
+                if required and (row[field] is None if verbatim else not row[field]):
                     raise BadRow(f"{where}: empty {field}")
             if row_id in seen:
                 raise BadRow(

@@ -119,6 +119,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 # in the shard's generations folder: the generations' bytes stay the same from run to run.
 METADATA_PREFIX = "cosmopedia."
 INGEST_KEY = "ingest"  # seeds/<source>/<shard>.parquet: rows read, kept, bad rows set aside
+CLEAN_KEY = "clean"  # clean/<source>/<shard>/kept.parquet: how text_token_length was counted
 
 
 def write_parquet(

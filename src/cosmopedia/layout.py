@@ -18,8 +18,14 @@ SHARD_FILES = {
     "prompts": "prompts/{source}/{shard}.parquet",
     "generations": "generations/{source}/{shard}/generations.parquet",
     "generation_provenance": "generations/{source}/{shard}/provenance.json",
-    # Beside the shard's folder: Snakemake deletes a job's outputs before it runs, not this.
+    # Beside the shard's folder: Snakemake deletes a job's outputs before it runs, not these.
     "generation_checkpoint": "generations/{source}/{shard}.checkpoint.jsonl",
+    # The last finished output (a hard link of generations.parquet) and what its requests
+    # shared: a rerun reuses its rows (generation/checkpoint.py).
+    "generation_previous": "generations/{source}/{shard}.previous",
+    # Only for a shard with failed rows (or retried once): what planning reads to rerun it
+    # with generation.retry_failed (plan.generate_retry_params).
+    "generation_retry": "generations/{source}/{shard}.retry.json",
     "clean": "clean/{source}/{shard}/kept.parquet",
     "clean_dropped": "clean/{source}/{shard}/dropped.parquet",
     "signatures": "minhash/signatures/{source}/{shard}",
@@ -91,8 +97,9 @@ CACHE_FILES = {
     "seed_fingerprints": ".snakemake/cosmopedia/seed_fingerprints.json",
 }
 
-# Released file of one shard, relative to the dataset folder (one config per family).
-DATASET_SHARD = "data/{family}/{source}/{shard}.parquet"
+# Released file of one shard, relative to the dataset folder: one dataset config per source
+# (sources.<name>.dataset_config, the source's name by default), as Cosmopedia's configs.
+DATASET_SHARD = "data/{config}/{source}/{shard}.parquet"
 
 
 def shard_path(root: str, stage: str, source: str, shard: str) -> str:

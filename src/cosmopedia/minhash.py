@@ -47,6 +47,7 @@ import os
 import re
 import struct
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -101,11 +102,14 @@ def identity(settings: step_settings.Minhash) -> dict:
     differently and so change signatures.
     """
     spacy = version("spacy") if settings.tokenizer in ("spacy", "spacy_cached") else None
-    return {
+    ident = {
         "settings": step_settings.to_dict(settings),
         "datatrove": version("datatrove"),
         "spacy": spacy,
     }
+    if settings.tokenizer == "nltk":
+        ident["nltk"] = version("nltk")
+    return ident
 
 
 def token_identity(ident: dict) -> dict:
@@ -119,14 +123,51 @@ def token_identity(ident: dict) -> dict:
 def minhash_config(settings: step_settings.Minhash):
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.text import TextNormConfig
 
+    # datatrove-2024-02: datatrove's own normalisation off (simplify_text only strips);
+    # the word tokenizer normalises first, as datatrove did then (simplify_text_2024_02).
+    norm = TextNormConfig() if settings.normalization == "datatrove" else RAW_TEXT
     return MinhashConfig(
         n_grams=settings.n_grams,
         num_buckets=settings.num_buckets,
         hashes_per_bucket=settings.hashes_per_bucket,
         seed=settings.seed,
-        hash_config=HashConfig(precision=settings.precision),
+        norm_config=norm,
+        hash_config=HashConfig(precision=settings.precision, hash_fc=settings.hash_fc),
     )
+
+
+def _raw_text_config():
+    from datatrove.utils.text import TextNormConfig
+
+    off = dict.fromkeys(
+        ("lowercase", "norm_whitespace", "remove_punctuation", "norm_unicode_diacritics"),
+        False,
+    )
+    return TextNormConfig(**off, norm_numbers=False, norm_weekdays=False, norm_monthnames=False)
+
+
+RAW_TEXT = _raw_text_config()
+
+# datatrove's text normalisation of February 2024 (commit 9e3dc416, the MinhashConfig that
+# Cosmopedia v0.1's deduplicate_dataset.py used): lowercase, whitespace collapsed, then this
+# punctuation *removed* (0.10 replaces it by spaces and keeps \t and \n apart), accents
+# dropped; numbers kept (0.10 maps digits to 0).
+PUNCTUATION_2024_02 = (
+    "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
+    + "".join(map(chr, [*range(0, 32), *range(127, 160)]))
+)
+_REMOVE_2024_02 = str.maketrans("", "", PUNCTUATION_2024_02)
+_SPACES = re.compile(r"\s+")
+
+
+def simplify_text_2024_02(text: str) -> str:
+    """datatrove's simplify_text as of February 2024 (datatrove/pipeline/dedup/utils.py)."""
+    text = _SPACES.sub(" ", text.lower().strip())
+    text = text.translate(_REMOVE_2024_02)
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return text.strip()
 
 
 # Word tokenizers of the signature step (the `tokenizer` setting). All see datatrove's
@@ -190,22 +231,81 @@ class CachedSpaCyTokenizer(SpaCyTokenizer):
         return out
 
 
-TOKENIZER_CLASSES = {"whitespace": WhitespaceSplitTokenizer, "spacy_cached": CachedSpaCyTokenizer}
+class NltkTokenizer(WordTokenizer):
+    """nltk.word_tokenize without its Punkt model (which would be a download).
+
+    nltk.word_tokenize(text) is NLTKWordTokenizer on each sentence Punkt finds, and Punkt
+    splits only after . ? or !: the normalised text (either normalisation) has none, so the
+    one sentence is the whole text and this gives the same tokens, offline. Cosmopedia v0.1
+    deduplicated with nltk 3.8.x; this is the installed nltk (3.10), whose word tokenizer
+    also splits off U+2012 and U+2015 (figure dash, horizontal bar), which survive
+    normalisation: the one known difference.
+    """
+
+    def __init__(self, language: str = "en"):
+        from nltk.tokenize import NLTKWordTokenizer
+
+        super().__init__()
+        self._tokenizer = NLTKWordTokenizer()
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self._tokenizer.tokenize(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]
 
 
-_tokenizers: dict[str, object] = {}
+class Normalising2024Tokenizer(WordTokenizer):
+    """A word tokenizer that first normalises as datatrove did in February 2024."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self.inner.word_tokenize(simplify_text_2024_02(text))
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return self.inner.sent_tokenize(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return self.inner.span_tokenize(text)
 
 
-def word_tokenizer(name: str):
-    """The `language` argument of MinhashDedupSignature for a `tokenizer` setting."""
-    if name == "spacy":
+TOKENIZER_CLASSES = {
+    "whitespace": WhitespaceSplitTokenizer,
+    "spacy_cached": CachedSpaCyTokenizer,
+    "nltk": NltkTokenizer,
+}
+
+
+_tokenizers: dict[tuple[str, str], object] = {}
+
+
+def word_tokenizer(name: str, normalization: str = "datatrove"):
+    """The `language` argument of MinhashDedupSignature for the `tokenizer` and
+    `normalization` settings."""
+    key = (name, normalization)
+    if key == ("spacy", "datatrove"):
         from datatrove.utils.typeshelper import Languages
 
         return Languages.english  # datatrove's default: spaCy's blank English tokenizer
     # One instance per process: the memo is shared by every signature step of the process.
-    if name not in _tokenizers:
-        _tokenizers[name] = TOKENIZER_CLASSES[name]("en")
-    return _tokenizers[name]
+    if key not in _tokenizers:
+        if name == "spacy":
+            from datatrove.utils.typeshelper import Languages
+            from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+            inner = load_word_tokenizer(Languages.english)
+        else:
+            inner = TOKENIZER_CLASSES[name]("en")
+        if normalization == "datatrove-2024-02":
+            inner = Normalising2024Tokenizer(inner)
+        _tokenizers[key] = inner
+    return _tokenizers[key]
 
 
 def check_identity(found: dict, expected: dict, what: str) -> None:
@@ -220,11 +320,11 @@ def check_identity(found: dict, expected: dict, what: str) -> None:
             f"{what} was made with different minhash settings: {detail}; "
             "signatures made with different settings or tokenizers cannot be mixed"
         )
-    for lib in ("datatrove", "spacy"):
-        if found.get(lib) != expected[lib]:
+    for lib in ("datatrove", "spacy", "nltk"):
+        if found.get(lib) != expected.get(lib):
             raise CliError(
                 f"{what} was made with {lib} {found.get(lib)}, this run uses "
-                f"{expected[lib]}; rerun the MinHash steps from minhash-signature"
+                f"{expected.get(lib)}; rerun the MinHash steps from minhash-signature"
             )
 
 
@@ -390,7 +490,7 @@ def signature(input_path, output_dir, stream_path, settings: dict) -> dict:
         step = MinhashDedupSignature(
             output_folder=str(work),
             config=minhash_config(settings),
-            language=word_tokenizer(settings.tokenizer),
+            language=word_tokenizer(settings.tokenizer, settings.normalization),
         )
         step.run(hasher.wrap(shard_documents(df)), rank=0, world_size=1)
         for b in range(nb):

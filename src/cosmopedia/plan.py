@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,30 @@ def shard_name(path: str) -> str:
     raise PlanError(f"seed file {path!r} is not one of {', '.join(SEED_SUFFIXES)}")
 
 
+PLACEHOLDER = "PLACEHOLDER"
+
+
+def placeholders(value, where: str = "") -> list[str]:
+    """Every config value (string) that still holds PLACEHOLDER, by its key path."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in placeholders(v, f"{where}.{k}".strip("."))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in placeholders(v, f"{where}[{i}]")]
+    if isinstance(value, str) and PLACEHOLDER in value:
+        return [f"{where} = {value!r}"]
+    return []
+
+
+def check_placeholders(config: dict) -> None:
+    """Refuse, naming them, config values left as placeholders (before any job runs)."""
+    if found := placeholders(config):
+        shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+        raise PlanError(
+            f"the config still holds {len(found)} placeholder value(s): {shown}. Fill them "
+            "(cosmopedia lock --configfile FILE pins Hub revisions and file lists)"
+        )
+
+
 def plan_shards(config: dict) -> list[Shard]:
     """One shard per seed file of every source, sorted by (source, shard).
 
@@ -55,6 +80,7 @@ def plan_shards(config: dict) -> list[Shard]:
     """
     from cosmopedia.prompts import check_source
 
+    check_placeholders(config)
     shards = []
     for source, spec in sorted(config["sources"].items()):
         if ("files" in spec) == ("hub" in spec):
@@ -64,7 +90,7 @@ def plan_shards(config: dict) -> list[Shard]:
                 f"Face dataset at a pinned revision), not {which}"
             )
         try:
-            check_source(source, spec, config["prompts"]["templates"])
+            check_source(source, spec, config)
         except CliError as exc:
             raise PlanError(str(exc)) from None
         if "hub" in spec:
@@ -107,8 +133,11 @@ def dataset_version(config: dict) -> str:
 
 def ingest_job(config: dict, source: str) -> settings.Ingest:
     """A source's ingest settings; `shard_ingest_job` adds each shard's seed file."""
+    from cosmopedia.prompts import source_block
+
     spec = config["sources"][source]
     hub_spec = spec.get("hub")
+    block = source_block(config, source)
     return settings.Ingest(
         source=source,
         family=spec["family"],
@@ -118,6 +147,8 @@ def ingest_job(config: dict, source: str) -> settings.Ingest:
         max_chars=spec["max_chars"],
         # The file list stays out: adding a file must not rerun the other shards.
         hub=None if hub_spec is None else section(settings.HubDataset, hub_spec, "hub"),
+        # A set whose builders strip as the original did gets the seed text as given.
+        verbatim=True if block is not None and block.seed_fields == "verbatim" else None,
     )
 
 
@@ -147,21 +178,73 @@ def prompts_job(config: dict, source: str) -> settings.Prompts:
 
     spec = config["sources"][source]
     prompts = config["prompts"]
-    family_templates = builders.family_templates(prompts["templates"], spec["family"])
+    block = builders.source_block(config, source)
     # styles/audiences as given; the family's list defaults to all its templates.
-    choices = builders.choice_settings(spec["family"], spec, family_templates)
+    choices = builders.choice_settings(spec["family"], spec, block)
+    set_name = path = None
+    if block is not None:
+        set_name, path = builders.template_set_path(config, spec)
     return settings.Prompts(
         source=source,
         family=spec["family"],
         seed=config["seed"],
         styles=None if choices["styles"] is None else tuple(choices["styles"]),
         audiences=None if choices["audiences"] is None else tuple(choices["audiences"]),
+        fan_out=spec["fan_out"],
+        seed_data=spec["seed_data"] or source,
         extract_max_chars=prompts["extract_max_chars"],
         topic_probability=prompts["topic_probability"],
-        templates=prompts["templates"],
-        # Only this family's templates: editing another family's reruns nothing here.
-        templates_sha256=sha256_text(settings.canonical_json(family_templates)),
+        template_set=set_name,
+        templates=path,
+        variant=None if block is None else block.variant,
+        # Only this source's block: editing another family's templates reruns nothing here.
+        templates_sha256=sha256_text(
+            settings.canonical_json({} if block is None else block.identity())
+        ),
     )
+
+
+def clean_job(config: dict) -> settings.CleanJob:
+    """The clean settings, with the tokenizer.json found now (cosmopedia.tokens) when
+    text_token_length is to be counted with the model's tokenizer."""
+    from cosmopedia import fingerprint, layout, tokens
+
+    clean = section(settings.Clean, config)
+    if clean.token_count == "engine":
+        return settings.CleanJob(clean, None)
+    model, revision = config["generation"]["model"], config["generation"]["revision"]
+    path = tokens.find(config["clean"]["tokenizer"], model, revision)
+    if path is None:
+        if clean.token_count == "tokenizer":
+            raise PlanError(
+                f"clean.token_count is tokenizer, but no {tokens.TOKENIZER_FILE} of {model} at "
+                f"revision {revision} is in the local Hub cache ({tokens.hub_cache_dir()}): "
+                "download it (hf download MODEL tokenizer.json --revision REV) or set "
+                "clean.tokenizer to the file"
+            )
+        return settings.CleanJob(clean, None)
+    # Hashed once per size and mtime (the seed files' cache): cheap at every planning.
+    sha256 = fingerprint.fingerprints([path], layout.cache_path("seed_fingerprints"))[path]
+    ref = settings.TokenizerFile(config["clean"]["tokenizer"], model, revision, sha256)
+    return settings.CleanJob(clean, ref)
+
+
+def move_endpoint_credentials(config: dict, environ) -> bool:
+    """Credentials in `generation.endpoint_url` (`https://user:pw@host`, `?api_key=...`)
+    leave the config, in place, for `environ` (the Snakemake process's environment, which
+    its jobs inherit; a Slurm job parses the workflow again and sets it again). The config,
+    and so every setting, param, command line, log and manifest built from it, holds the
+    URL without them. True if there were any."""
+    generation = config.get("generation") or {}
+    url = generation.get("endpoint_url")
+    if not isinstance(url, str):
+        return False
+    credentials = redact.split_url(url)
+    if not credentials:
+        return False
+    generation["endpoint_url"] = credentials.url
+    environ[redact.ENDPOINT_CREDENTIALS_VAR] = credentials.to_json()
+    return True
 
 
 def generate_job(config: dict) -> settings.Generate:
@@ -181,7 +264,53 @@ def generate_request(config: dict) -> dict:
     generation = settings.result_affecting(
         config["generation"], settings.subschema(("generation",))
     )
-    return {"dataset_version": dataset_version(config), **generation}
+    from cosmopedia.generation.chat_template import MODEL, SERVER
+
+    request = {"dataset_version": dataset_version(config), **generation}
+    template = generation["chat_template"]
+    if template not in (None, SERVER, MODEL):
+        # The client renders the file: its content, not only its name, feeds the shards.
+        # (The model's own template, "model", is pinned by generation.revision.)
+        request["chat_template_sha256"] = sha256_text(Path(template).read_text(encoding="utf-8"))
+    return request
+
+
+def generate_retry_params(root: str, retry_failed: bool) -> dict[str, str]:
+    """{source}/{shard} -> the generate rule's `retry` param, for the shards that have a
+    retry state file (failed rows, or retried once; written by the generate job, see
+    `runner.write_retry_state`); every other shard's is "".
+
+    Snakemake reruns a job whose params changed. The param is the one the shard's last
+    job ran with (so nothing reruns), except with `retry_failed` for a shard with failed
+    rows: a new value derived from that one, so exactly those shards rerun (once per
+    Snakemake run) and their jobs send the failed rows again. One glob: the few shards
+    with a file are read.
+    """
+    from cosmopedia import layout
+
+    pattern = layout.shard_pattern(root, "generation_retry")
+    shard_re = re.compile(
+        re.escape(pattern)
+        .replace(re.escape("{source}"), "(?P<source>[^/]+)")
+        .replace(re.escape("{shard}"), "(?P<shard>[^/]+)")
+    )
+    params = {}
+    for path in glob.glob(layout.shard_glob(root, "generation_retry")):
+        match = shard_re.fullmatch(path)
+        if match is None:
+            continue
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+            ran_with = str(state["retry_param"])
+            failed = int(state["failed_rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a broken file: that shard is not retried
+        if retry_failed and failed > 0:
+            digest = sha256_text(f"{ran_with}\0{failed}")[:12]
+            params[f"{match['source']}/{match['shard']}"] = f"retry {failed} failed rows {digest}"
+        else:
+            params[f"{match['source']}/{match['shard']}"] = ran_with
+    return params
 
 
 def minhash_previous_indexes(config: dict) -> list[list[str]]:
@@ -247,7 +376,7 @@ def dataset_job(config: dict, revision: dict) -> settings.Dataset:
         name=config["dataset"]["name"],
         version=config["dataset"]["version"],
         license=config["dataset"]["license"],
-        families={s: spec["family"] for s, spec in sorted(config["sources"].items())},
+        configs={s: spec["dataset_config"] or s for s, spec in sorted(config["sources"].items())},
         seed_scheme=SEED_SCHEME,
         project=revision,
         # The whole resolved config (defaults filled in): enough to rebuild the version.
@@ -301,7 +430,8 @@ def check_config_main(args) -> int:
     the schema and planning checks the workflow runs before any job."""
     from cosmopedia import yamlfile
 
-    config = settings.validate_config(yamlfile.load(args.configfile) or {})
+    config = settings.validate_config(yamlfile.read(args.configfile) or {})
+    move_endpoint_credentials(config, {})
     shards = plan_shards(config)
     generate_job(config)
     minhash_previous_indexes(config)

@@ -6,8 +6,8 @@ runtime files) and writes the SVG plots and HTML tables that the `report_plots` 
 flags with `report(...)`. The plots of data (token lengths, clusters, contamination,
 failures) and both tables come out byte-identical for the same inputs: fixed SVG hash
 salt, no date, bundled font, sorted rows. The plots of timings (throughput, start-up
-times, rule runtimes) describe one run and differ from run to run; none of these files
-is listed in the dataset manifest.
+times, rule runtimes, GPU-hours) and the GPU-hours table describe one run and differ from
+run to run; none of these files is listed in the dataset manifest.
 
 Tables show at most MAX_TABLE_ROWS rows per stage and reason (the Parquet files hold
 them all), so the report stays small at Cosmopedia scale.
@@ -21,6 +21,8 @@ import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cosmopedia import accounting
+from cosmopedia.accounting import ShardUsage
 from cosmopedia.io import atomic_path, read_json
 from cosmopedia.layout import global_path, shard_path
 
@@ -35,14 +37,17 @@ FILES = {
     "cluster_sizes": "minhash_cluster_sizes.svg",
     "contamination": "contamination.svg",
     "runtimes": "rule_runtimes.svg",
+    "gpu_hours": "generation_gpu_hours.svg",
     "removed_rows": "removed_rows.html",
     "contaminated_rows": "contaminated_rows.html",
+    "gpu_hours_table": "generation_gpu_hours.html",
 }
-# Plots of timings: different on every run.
-RUN_DEPENDENT = ("throughput", "startup", "runtimes")
+# Plots and tables of timings: different on every run.
+RUN_DEPENDENT = ("throughput", "startup", "runtimes", "gpu_hours", "gpu_hours_table")
 MAX_TABLE_ROWS = 100  # per (stage, reason) in the removed-rows table; per task in the other
 EXCERPT_CHARS = 300
 MANY_SHARDS = 40  # above this, per-shard plots show points instead of labelled bars
+MAX_SHARD_ROWS = 500  # shards listed in the GPU-hours table (the most expensive ones)
 
 
 # --- reading the run's files --------------------------------------------------------
@@ -384,6 +389,58 @@ def plot_runtimes(runtimes: dict[str, list[float]], path: str) -> None:
     _save(fig, path)
 
 
+def plot_gpu_hours(usages: list[ShardUsage], path: str) -> None:
+    """Hours per source, stacked: start-up, stream before the drain, drain, the rest of
+    the job (GPU-hours; engine-hours for engines without GPUs, labelled as such)."""
+    plt = _pyplot()
+    sources = sorted({u.source for u in usages})
+    groups = [
+        (s, t) for s in sources for t in accounting.totals(u for u in usages if u.source == s)
+    ]
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 1.2 + 0.35 * len(groups))))
+    if not groups:
+        _empty(ax, "no generated shards")
+        ax.set_title("Generation GPU-hours", loc="left")
+        _save(fig, path)
+        return
+    parts = {
+        "start-up": lambda t: t.startup_hours,
+        "stream before the drain": lambda t: t.steady_hours,
+        "drain": lambda t: t.drain_hours,
+        "rest of the job": lambda t: t.other_hours,
+    }
+    colors = dict(zip(parts, ("#c44e52", "#4c72b0", "#dd8452", "#999999"), strict=True))
+    y = list(range(len(groups)))
+    left = [0.0] * len(groups)
+    for name, value in parts.items():
+        widths = [value(t) for _, t in groups]
+        ax.barh(y, widths, left=left, color=colors[name], label=name)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    labels = [
+        f"{s} ({'GPU-h' if t.unit == accounting.GPU else 'engine-h, ' + ', '.join(t.engines)}, "
+        f"overhead {accounting.fmt_share(t.overhead_share)})"
+        for s, t in groups
+    ]
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    units = {t.unit for _, t in groups}
+    ax.set_xlabel(
+        "GPU-hours (GPUs x job wall time)"
+        if units == {accounting.GPU}
+        else "engine-hours (job wall time; no GPUs)"
+        if units == {accounting.ENGINE}
+        else "GPU-hours; engine-hours for engines without GPUs"
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    total = "; ".join(
+        f"{accounting.fmt_hours(t.hours)} {accounting.unit_label(t.unit, t.engines)}, "
+        f"overhead {accounting.fmt_share(t.overhead_share)}"
+        for t in accounting.totals(usages)
+    )
+    ax.set_title(f"Generation cost per source: {total}", loc="left")
+    _save(fig, path)
+
+
 # --- tables ----------------------------------------------------------------------------
 
 TABLE_CSS = """
@@ -525,6 +582,68 @@ def contamination_table(reports) -> str:
     return html_table("Contamination candidates", intro, columns, rows, text_columns=("matched",))
 
 
+GPU_HOURS_COLUMNS = [
+    "level", "name", "engine", "GPUs", "hours", "unit", "start-up (h)", "drain (h)",
+    "overhead", "job (s)", "start-up (s)", "stream (s)", "drain (s)", "rows generated",
+    "tokens generated", "tokens/s", "per",
+]  # fmt: skip
+
+
+def _usage_row(level: str, name: str, u: ShardUsage) -> list:
+    rate = u.tokens_per_s
+    return [
+        level, name, u.engine, u.gpus, accounting.fmt_hours(u.hours),
+        accounting.unit_label(u.unit, [u.engine]), accounting.fmt_hours(u.startup_hours),
+        "n/a" if u.drain_s is None else accounting.fmt_hours(u.drain_hours),
+        accounting.fmt_share(u.overhead_share), f"{u.job_s:.1f}", f"{u.startup_s:.1f}",
+        f"{u.generation_s:.1f}", "n/a" if u.drain_s is None else f"{u.drain_s:.1f}",
+        u.run_rows, u.run_tokens, "" if rate is None else f"{rate:.1f}",
+        accounting.rate_label(u.unit).removeprefix("tokens/s "),
+    ]  # fmt: skip
+
+
+def _totals_row(level: str, name: str, t: accounting.Totals) -> list:
+    rate = t.tokens_per_s
+    return [
+        level, name, ", ".join(t.engines), "/".join(map(str, t.gpus)),
+        accounting.fmt_hours(t.hours), accounting.unit_label(t.unit, t.engines),
+        accounting.fmt_hours(t.startup_hours),
+        accounting.fmt_hours(t.drain_hours) if t.drain_known else "n/a",
+        accounting.fmt_share(t.overhead_share),
+        *(f"{t.mean(name):.1f}" for name in ("job_s", "startup_s", "generation_s", "drain_s")),
+        t.run_rows, t.run_tokens, "" if rate is None else f"{rate:.1f}",
+        accounting.rate_label(t.unit).removeprefix("tokens/s "),
+    ]  # fmt: skip
+
+
+def gpu_hours_table(usages: list[ShardUsage]) -> str:
+    """GPU-hours (engine-hours), start-up, drain and overhead: total, per source, per shard."""
+    rows = [_totals_row("total", "total", t) for t in accounting.totals(usages)]
+    for source in sorted({u.source for u in usages}):
+        rows += [
+            _totals_row("source", source, t)
+            for t in accounting.totals(u for u in usages if u.source == source)
+        ]
+    shown = usages
+    if len(usages) > MAX_SHARD_ROWS:
+        shown = sorted(usages, key=lambda u: (-u.hours, u.key))[:MAX_SHARD_ROWS]
+    rows += [_usage_row("shard", u.key, u) for u in shown]
+    intro = [
+        "What generation cost, from each shard's generations/<source>/<shard>/provenance.json. "
+        "GPU-hours = GPUs the job held x its wall time (timings.job_s); an engine without "
+        "GPUs (dummy, endpoint, CPU engines) is counted in engine-hours of job wall time, "
+        "labelled with its kind. Start-up: servers started until ready. Drain: the stream's "
+        "tail with fewer requests in flight than the concurrency. Overhead = (start-up + "
+        "drain) / job time. tokens/s: tokens generated by the job per second of stream, per "
+        "GPU (per job without GPUs). Seconds: the shard's, or the mean per job in the total "
+        "and source rows. Rows reused from a checkpoint are not counted; the time of a killed "
+        "attempt is not recorded.",
+        f"Shown: totals, every source, and {len(shown)} of {len(usages)} shards"
+        + (" (the most expensive)." if len(shown) < len(usages) else "."),
+    ]
+    return html_table("Generation GPU-hours and overhead", intro, GPU_HOURS_COLUMNS, rows)
+
+
 # --- command ---------------------------------------------------------------------------
 
 
@@ -543,6 +662,9 @@ def make_all(root: str, plan: list[dict], runtimes_dir: str, out_dir: str) -> di
     plot_cluster_sizes(clusters, paths["cluster_sizes"])
     plot_contamination(reports, paths["contamination"])
     plot_runtimes(job_runtimes(runtimes_dir), paths["runtimes"])
+    usages = [accounting.shard_usage(key, source, prov) for key, source, prov in provs]
+    plot_gpu_hours(usages, paths["gpu_hours"])
+    _write_text(gpu_hours_table(usages), paths["gpu_hours_table"])
     _write_text(removed_table(root, clusters, reports), paths["removed_rows"])
     _write_text(contamination_table(reports), paths["contaminated_rows"])
     return paths

@@ -12,6 +12,10 @@ Schema annotations used here:
   x-operational: true   how a step runs, not what it produces (concurrency, timeouts,
                         retries...): changing it reruns no job (see `result_affecting`).
   x-planning: true      read while planning (file lists, input files), not by the jobs.
+  x-presets: {name: {key: value}}   on a section with a `preset` key: the values a preset
+                        gives the keys the config leaves out (see `apply_presets`).
+  x-engine-specific: true   a generation key only some engines use (`engine_specific`);
+                        each engine class lists those it uses, the others refuse it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from cosmopedia.jsonvalues import is_int, is_number
 SCHEMA_FILE = "schemas/config.schema.yaml"
 OPERATIONAL = "x-operational"
 PLANNING = "x-planning"
+PRESETS = "x-presets"
+ENGINE_SPECIFIC = "x-engine-specific"
 
 
 # --- the schema and validation -------------------------------------------------------------
@@ -48,7 +54,7 @@ def schema_path() -> str:
 @functools.cache
 def schema() -> dict:
     with open(schema_path(), encoding="utf-8") as f:
-        return yamlfile.loads(f.read(), schema_path())
+        return yamlfile.parse(f.read(), schema_path())
 
 
 def subschema(path: tuple[str, ...]) -> dict:
@@ -103,8 +109,27 @@ def validate(instance: Any, node: dict, where: str) -> Any:
 
 
 def validate_config(config: dict) -> dict:
-    """The whole config checked against the schema, defaults filled in."""
-    return validate(config, schema(), "")
+    """The whole config checked against the schema, presets and defaults filled in."""
+    return validate(apply_presets(config, schema()), schema(), "")
+
+
+def apply_presets(config: dict, node: dict) -> dict:
+    """A copy of `config` where each section with a `preset` (schema: x-presets) has the
+    preset's values for the keys it leaves out; keys it gives win. The rest of the defaults
+    come from the schema afterwards, so the resolved config (and the manifest) shows every
+    value a preset chose."""
+    config = copy.deepcopy(config)
+    if not isinstance(config, dict):
+        return config
+    for key, sub in node.get("properties", {}).items():
+        presets = sub.get(PRESETS)
+        part = config.get(key)
+        if not presets or not isinstance(part, dict):
+            continue
+        name = part.get("preset", sub["properties"]["preset"]["default"])
+        for name_key, value in presets.get(name, {}).items():
+            part.setdefault(name_key, copy.deepcopy(value))
+    return config
 
 
 def result_affecting(value: dict, node: dict) -> dict:
@@ -117,6 +142,37 @@ def result_affecting(value: dict, node: dict) -> dict:
             continue
         out[key] = result_affecting(sub, spec) if isinstance(sub, dict) and spec else sub
     return out
+
+
+def leaves(value: dict, node: dict, prefix: str = "") -> dict[str, Any]:
+    """`value`'s settings by dotted key: objects of the schema with `properties` are
+    descended into, anything else (a scalar, a list, a free-form mapping) is one setting."""
+    out = {}
+    props = node.get("properties", {})
+    for key, sub in value.items():
+        spec = props.get(key, {})
+        if isinstance(sub, dict) and "properties" in spec:
+            out |= leaves(sub, spec, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = sub
+    return out
+
+
+def changed_settings(section) -> dict[str, Any]:
+    """The settings of a section dataclass whose value is not the schema's default, by
+    dotted key (a key of a free-form mapping such as `server.env` counts as a change)."""
+    node = subschema(section.SCHEMA_PATH)
+    defaults = leaves(validate({}, node, ".".join(section.SCHEMA_PATH)), node)
+    return {
+        key: value
+        for key, value in leaves(to_dict(section), node).items()
+        if key not in defaults or value != defaults[key]
+    }
+
+
+def engine_specific(node: dict) -> frozenset[str]:
+    """The properties of a schema object marked x-engine-specific."""
+    return frozenset(k for k, v in node.get("properties", {}).items() if v.get(ENGINE_SPECIFIC))
 
 
 def job_keys(node: dict) -> list[str]:
@@ -247,7 +303,7 @@ def load(cls, value: str):
         except OSError as exc:
             raise CliError(f"--settings {value}: {exc}") from exc
         if path.suffix in (".yaml", ".yml"):
-            data = yamlfile.loads(text, path) or {}
+            data = yamlfile.parse(text, path) or {}
         else:
             data = _json(text, f"--settings {value}")
     else:
@@ -309,8 +365,15 @@ class Sampling:
     max_new_tokens: int
     temperature: float
     top_p: float
-    top_k: int
-    repetition_penalty: float
+    top_k: int | None  # None: not sent
+    repetition_penalty: float | None  # None: not sent
+
+
+@dataclass(frozen=True)
+class ChatTemplateTokens:
+    SCHEMA_PATH: ClassVar = ("generation", "chat_template_tokens")
+    bos: str  # the template's bos_token
+    eos: str  # its eos_token
 
 
 @dataclass(frozen=True)
@@ -332,6 +395,7 @@ class Generation:
     model: str
     revision: str
     chat_template: str | None
+    chat_template_tokens: ChatTemplateTokens
     instances: int
     gpus_per_instance: int
     concurrency: int
@@ -341,6 +405,7 @@ class Generation:
     backoff_max_s: float
     startup_timeout_s: float
     checkpoint_every: int
+    retry_failed: bool
     server: Server
     sampling: Sampling
     llamacpp: Llamacpp
@@ -352,6 +417,9 @@ class Clean:
     SCHEMA_PATH: ClassVar = ("clean",)
     min_tokens: int
     boilerplate_openers: tuple[str, ...]
+    strip: bool
+    token_count: str
+    count_special_tokens: bool
 
 
 @dataclass(frozen=True)
@@ -362,6 +430,8 @@ class Minhash:
     hashes_per_bucket: int
     seed: int
     precision: int
+    hash_fc: str
+    normalization: str
     tokenizer: str
 
 
@@ -400,6 +470,8 @@ class Ingest:
     hub: HubDataset | None = None
     seed: str | None = None  # the seed file: a path, or an hf://datasets/... reference
     seed_sha256: str | None = None  # a local file's sha256 when planned (ingest checks it)
+    # True when the source's template set keeps seed text as given (seed_fields: verbatim).
+    verbatim: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -409,10 +481,31 @@ class Prompts:
     seed: int  # the config's seed: salt of the per-row random choices
     styles: tuple[str, ...] | None
     audiences: tuple[str, ...] | None
+    fan_out: str  # one (a style drawn per seed unit) | all (every style, the set's order)
+    seed_data: str  # the seed_data label of the source's rows
     extract_max_chars: int
     topic_probability: float
-    templates: str
+    template_set: str | None  # the set's name (None for the `prompts` family)
+    templates: str | None  # the set's file
+    variant: str | None  # the family's variant in the set
     templates_sha256: str
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """The tokenizer.json planning found: a configured path (`path`) or, with `path` None,
+    the Hub cache's file of `model` at `revision`; the job checks its sha256."""
+
+    path: str | None
+    model: str
+    revision: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CleanJob:
+    clean: Clean
+    tokenizer: TokenizerFile | None  # None: text_token_length stays the engine's count
 
 
 @dataclass(frozen=True)
@@ -426,7 +519,7 @@ class Dataset:
     name: str
     version: str
     license: str
-    families: Mapping[str, str]
+    configs: Mapping[str, str]  # source -> the dataset config holding its rows
     seed_scheme: str
     project: Mapping[str, Any]
     config: Mapping[str, Any]
@@ -435,6 +528,6 @@ class Dataset:
 
 # Every dataclass that mirrors a part of the schema (tests/test_settings.py checks them).
 SECTIONS = (
-    Faults, Dummy, Server, Sampling, Llamacpp, Generation, Clean, Minhash, Decontamination,
-    HubDataset,
+    Faults, Dummy, Server, Sampling, ChatTemplateTokens, Llamacpp, Generation, Clean,
+    Minhash, Decontamination, HubDataset,
 )  # fmt: skip

@@ -109,7 +109,7 @@ def check_manifest(ref: str) -> tuple[release.Integrity, str]:
 
 def resolve_config(config_file: str) -> dict:
     """A config file as the workflow sees it: validated, defaults filled in."""
-    return redact.config(settings.validate_config(yamlfile.load(config_file)))
+    return redact.config(settings.validate_config(yamlfile.read(config_file)))
 
 
 def prepare_workdir(workdir: Path, project_dir: Path, config: dict) -> None:

@@ -11,12 +11,17 @@ import yaml
 
 from cosmopedia.errors import CliError
 
+# libyaml's parser when PyYAML has it (the Python one takes ~10x longer on the v0.1
+# template set, and planning reads config and templates in every Snakemake process).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings refuse a key given twice."""
+
+class _StrictLoader(_SafeLoader):
+    """PyYAML's safe loader whose mappings refuse a key given twice."""
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)  # YAML merge keys (<<) first, as SafeLoader does
     seen: dict = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -29,7 +34,7 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark
-    return loader.construct_mapping(node, deep=deep)
+    return _SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
@@ -39,7 +44,7 @@ def where(mark, path: str | os.PathLike) -> str:
     return f"{path}:{mark.line + 1}:{mark.column + 1}"
 
 
-def loads(text: str, path: str | os.PathLike = "<string>"):
+def parse(text: str, path: str | os.PathLike = "<string>"):
     """Parse YAML text; a syntax error or duplicate key is a CliError naming path:line:col."""
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -52,8 +57,8 @@ def loads(text: str, path: str | os.PathLike = "<string>"):
         raise CliError(f"{path}: invalid YAML: {exc}") from None
 
 
-def load(path: str | os.PathLike):
-    """Parse the YAML file at `path` (see `loads`)."""
+def read(path: str | os.PathLike):
+    """Parse the YAML file at `path` (see `parse`)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -61,4 +66,4 @@ def load(path: str | os.PathLike):
         raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise CliError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return loads(text, path)
+    return parse(text, path)

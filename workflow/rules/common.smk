@@ -20,9 +20,13 @@ try:
     # Snakemake's YAML loading keeps the last of duplicated keys (a source declared twice
     # would vanish): read the config files again, strictly.
     for configfile_path in workflow.configfiles:
-        yamlfile.load(configfile_path)
+        yamlfile.read(configfile_path)
     # The package's schema (defaults filled in place: Snakemake keeps this dict).
     config.update(step_settings.validate_config(config))
+    # Credentials in generation.endpoint_url move to this process's environment, which
+    # the jobs inherit (a Slurm job parses this file again): no param, command line, log
+    # or manifest holds them (cosmopedia.redact, config/README.md).
+    plan.move_endpoint_credentials(config, os.environ)
     SHARDS = plan.plan_shards(config)
     # Index files of the versions in minhash.index_from (may be none).
     MINHASH_PREVIOUS_FILES = sum(plan.minhash_previous_indexes(config), [])
@@ -107,11 +111,20 @@ def prompts_settings(wildcards):
     return PROMPTS_SETTINGS[wildcards.source]
 
 
+@per_shard
+def generate_retry(wildcards):
+    return GENERATE_RETRY.get(f"{wildcards.source}/{wildcards.shard}", "")
+
+
 # Every generation setting, operational ones included, for the command (not compared);
 # GENERATE_REQUEST, the generate rule's compared param, holds those that change results.
 GENERATE_SETTINGS = settings(GENERATE_JOB)
 GENERATE_REQUEST = settings(plan.generate_request(config))
-CLEAN_SETTINGS = settings(plan.section(step_settings.Clean, config))
+# Shards with failed rows rerun with generation.retry_failed: their `retry` param changes
+# (plan.generate_retry_params reads generations/<source>/<shard>.retry.json).
+GENERATE_RETRY = plan.generate_retry_params(ROOT, config["generation"]["retry_failed"])
+# With the model's tokenizer.json when it is on disk (counts text_token_length as Cosmopedia).
+CLEAN_SETTINGS = settings(plan.clean_job(config))
 MINHASH_SETTINGS = settings(plan.section(step_settings.Minhash, config))
 DECONTAM_SETTINGS = settings(plan.section(step_settings.Decontamination, config))
 # The benchmarks step needs only the N-gram size: a threshold change reruns it not.
@@ -132,10 +145,22 @@ def shard_plan_entries():
 
 
 def print_summary():
+    """The dataset step's summary.txt (rows, removed rows, GPU-hours and overhead) and, when
+    some planned shards are not generated yet, the forecast of their GPU-hours (read at
+    the end of the run, never at parse time)."""
     summary = layout.global_path(ROOT, "summary")
     if os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
             print(f"\n{f.read()}", end="")
+    from cosmopedia import forecast
+
+    config_file = workflow.configfiles[-1] if workflow.configfiles else "FILE"
+    try:
+        lines = forecast.progress_lines(config, ROOT, config_file)
+    except (CliError, PlanError, OSError, ValueError) as exc:
+        lines = [f"generation forecast not available: {exc}"]
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 # Folders passed to aggregate steps, derived from their outputs (as Snakemake's lint asks).

@@ -2,7 +2,8 @@
 # The command reads the finished run's files through the plan and the layout, so its
 # command line stays short at any number of shards; the manifest stands for every
 # per-shard file behind it (see the dataset rule). Timing plots (throughput, start-up,
-# runtimes) differ from run to run; no report file is listed in the dataset manifest.
+# runtimes, GPU-hours) and the GPU-hours table differ from run to run; no report file is
+# listed in the dataset manifest.
 from cosmopedia.report import FILES as REPORT_FILES
 
 REPORT_DIR = layout.global_path(ROOT, "report_dir")
@@ -44,6 +45,18 @@ rule report_plots:
             caption="../report/startup.rst",
             category="Generation",
             labels={"item": "server start-up per job", "type": "plot"},
+        ),
+        gpu_hours=report(
+            f"{REPORT_DIR}/{REPORT_FILES['gpu_hours']}",
+            caption="../report/gpu_hours.rst",
+            category="Generation",
+            labels={"item": "GPU-hours and overhead per source", "type": "plot"},
+        ),
+        gpu_hours_table=report(
+            f"{REPORT_DIR}/{REPORT_FILES['gpu_hours_table']}",
+            caption="../report/gpu_hours_table.rst",
+            category="Generation",
+            labels={"item": "GPU-hours and overhead per shard", "type": "table"},
         ),
         cluster_sizes=report(
             f"{REPORT_DIR}/{REPORT_FILES['cluster_sizes']}",

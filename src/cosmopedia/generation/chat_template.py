@@ -14,9 +14,12 @@
   (the weights were downloaded there beforehand) or the model folder; null if not found.
 
 Rendering follows transformers' conventions (sandboxed Jinja, `trim_blocks`,
-`lstrip_blocks`, `raise_exception`, `add_generation_prompt=True`) with `bos_token` and
-`eos_token` empty: TGI, vLLM and SGLang add the BOS token themselves when they tokenize
-the text, so rendering it too would double it.
+`lstrip_blocks`, `raise_exception`, `add_generation_prompt=True`). The template's
+`bos_token` and `eos_token` are `generation.chat_template_tokens`: empty by default, as
+TGI, vLLM and SGLang add the BOS token themselves when they tokenize a text (rendering it
+too gives two); the tokenizer's own (`"<s>"` for Mixtral) to send what transformers'
+`apply_chat_template(..., tokenize=False)` gives, as Cosmopedia's client did
+(resources/chat_templates/README.md).
 """
 
 from __future__ import annotations
@@ -46,23 +49,28 @@ class ChatTemplate:
     sha256: str | None = None
     source: str | None = None
     text: str | None = None
+    bos_token: str = ""  # the template's variables when the client renders it
+    eos_token: str = ""
 
     def render(self, prompt: str) -> str:
-        """The text sent for `prompt` (unchanged unless a template file is used)."""
+        """The text sent for `prompt` (unchanged unless the client renders the template)."""
         if self.mode not in CLIENT_RENDERED:
             return prompt
         return _compiled(self.text).render(
             messages=[{"role": "user", "content": prompt}],
             add_generation_prompt=True,
-            bos_token="",
-            eos_token="",
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
         )
 
     def record(self) -> dict | None:
-        """For provenance (None for raw prompts)."""
+        """For provenance and request keys (None for raw prompts)."""
         if self.mode is None:
             return None
-        return {"mode": self.mode, "sha256": self.sha256, "source": self.source}
+        record = {"mode": self.mode, "sha256": self.sha256, "source": self.source}
+        if self.mode in CLIENT_RENDERED:  # named as in generation.chat_template_tokens
+            record |= {"bos": self.bos_token, "eos": self.eos_token}
+        return record
 
 
 _COMPILED: dict[str, object] = {}
@@ -130,11 +138,15 @@ def load_chat_template(
     model: str,
     revision: str,
     find: Callable[[str, str], tuple[str | None, str | None]] = find_model_template,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
 ) -> ChatTemplate:
     """The template of `generation.chat_template`. For "server" and "model",
     `find(model, revision)` looks up the model's own template: to record the hash of the one
     the engine applies, or to render it (each engine says where its model keeps it; by
-    default the Hugging Face cache or the model folder)."""
+    default the Hugging Face cache or the model folder). A template the client renders (a
+    file, or "model") gets `bos_token` and `eos_token` (`generation.chat_template_tokens`)."""
     if setting is None:
         return ChatTemplate(None)
     if setting == SERVER:
@@ -149,14 +161,14 @@ def load_chat_template(
                 f"chat_template model: no chat template found for {model!r} (the model's "
                 "metadata, its folder or the local Hugging Face cache); give a template file"
             )
-        template = ChatTemplate(MODEL, sha256_text(text), source, text)
+        template = ChatTemplate(MODEL, sha256_text(text), source, text, bos_token, eos_token)
     else:
         path = Path(setting)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ChatTemplateError(f"chat_template {setting!r}: {exc}") from exc
-        template = ChatTemplate("file", sha256_text(text), path.name, text)
+        template = ChatTemplate("file", sha256_text(text), path.name, text, bos_token, eos_token)
     try:
         template.render("test")
     except Exception as exc:  # noqa: BLE001 (any Jinja error)

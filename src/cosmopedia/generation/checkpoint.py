@@ -1,10 +1,14 @@
-"""The checkpoint of a generate job: every finished row, at once, beside the output.
+"""What a generate job keeps beside its output (Snakemake deletes a job's declared outputs
+before it runs again, never these), so that no finished row is sent twice:
 
-One write per row, fsync every `checkpoint_every`, keyed by a hash of everything that
-determines the row's request (`requests.request_key`), so a killed job resumes without
-re-sending finished rows: only the requests in flight are lost. The file lives outside the
-declared output (Snakemake deletes those of a failed job) and is deleted once the output
-is written.
+* the checkpoint: every finished row, at once. One write per row, fsync every
+  `checkpoint_every`, keyed by a hash of everything that determines the row's request
+  (`requests.request_key`), so a killed job resumes without re-sending finished rows:
+  only the requests in flight are lost. Deleted once the output is written.
+* the previous output: the last generations.parquet the job wrote (a hard link: no copy)
+  and the fields every request of it shared (`requests.request_fields`), so that any
+  later run of the shard (`--forcerun`, `generation.retry_failed`) reuses the rows whose
+  request has not changed, failed rows with their cause and attempts included.
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import json
 import os
 from pathlib import Path
 
+import polars as pl
+
 from cosmopedia import io
-from cosmopedia.generation.requests import RESULT_SCHEMA
+from cosmopedia.generation.requests import RESULT_SCHEMA, key_of
+
+PREVIOUS_ROWS = "generations.parquet"
+PREVIOUS_FIELDS = "request.json"
 
 
 class Checkpoint:
@@ -34,11 +43,8 @@ class Checkpoint:
         self.fd: int | None = None
 
     def load(self, keys: dict[str, str]) -> dict[str, dict]:
-        """Reusable records by row id: key still matches, and not a transient failure.
-
-        The file is then rewritten with just those records, which drops stale lines and a
-        line truncated by a kill, so that appending starts on a clean line.
-        """
+        """The records whose key still matches, by row id (the last one of a row wins).
+        Stale lines and a line truncated by a kill are skipped."""
         records: dict[str, dict] = {}
         if self.path.exists():
             # A kill may cut a line inside a multi-byte character: read it as garbage.
@@ -53,13 +59,16 @@ class Checkpoint:
                         and isinstance(record.get("id"), str)
                         and keys.get(record["id"]) == record.get("key")
                         and all(name in record for name in RESULT_SCHEMA)
-                        and not record.get("transient")
                     ):
                         records[record["id"]] = record
+        return records
+
+    def keep(self, records: dict[str, dict]) -> None:
+        """Rewrite the file with just `records` (those reused), so that appending starts
+        on a clean line and a row re-sent now is not in it twice."""
         with io.atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for record in records.values():
                 f.write(_json_line(record))
-        return records
 
     def open(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -91,6 +100,42 @@ class Checkpoint:
             self.flush()
             os.close(self.fd)
             self.fd = None
+
+
+class PreviousOutput:
+    """The shard's last finished output, kept in the folder `path` beside the declared one."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def load(self, keys: dict[str, str]) -> dict[str, dict]:
+        """Its rows whose request is the one of `keys` (same prompt, seed and shared
+        fields), as records like the checkpoint's, by row id."""
+        rows, fields = self.path / PREVIOUS_ROWS, self.path / PREVIOUS_FIELDS
+        try:
+            shared = io.read_json(fields)["request_fields"]
+            df = pl.read_parquet(rows, columns=["id", "prompt", *RESULT_SCHEMA])
+        except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+            return {}  # none yet, or unreadable: nothing to reuse
+        records = {}
+        for row in df.iter_rows(named=True):
+            key = keys.get(row["id"])
+            if key is not None and key == key_of(row["prompt"], row["seed"], shared):
+                record = {name: row[name] for name in RESULT_SCHEMA}
+                records[row["id"]] = {**record, "id": row["id"], "key": key}
+        return records
+
+    def save(self, output: str | os.PathLike, fields: dict) -> None:
+        """Keep `output` (hard-linked; copied where the file system has no hard links)
+        and the request fields its rows share, replacing the previous ones at once."""
+        with io.atomic_dir(self.path) as tmp:
+            try:
+                os.link(output, tmp / PREVIOUS_ROWS)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(output, tmp / PREVIOUS_ROWS)
+            io.write_json({"request_fields": fields}, tmp / PREVIOUS_FIELDS)
 
 
 def _json_line(record: dict) -> str:

@@ -4,7 +4,7 @@ classified (retried or not), the backoff between attempts, and the row's result 
 Each row gets a seed derived from (dataset version, row id) (`cosmopedia.seeding`); its
 key hashes everything that determines the request, so a checkpointed row is reused only
 while the key still matches. Failures are retried by error class with seeded, jittered
-exponential backoff.
+exponential backoff (`probes.backoff_s`, shared with the smoke request).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import httpx2
 import polars as pl
 from huggingface_hub import errors
 
-from cosmopedia import settings
+from cosmopedia import redact, settings
 from cosmopedia.generation.routes import EngineHTTPError
-from cosmopedia.seeding import rng_for
 
 # The columns each row gets in the generations shard.
 RESULT_SCHEMA = {
@@ -39,6 +38,29 @@ class Request:
     prompt: str  # as sent (the chat template applied, if the client applies it)
     seed: int
     key: str
+    # Sendings of this row in earlier runs (a failed row sent again): its record counts
+    # every attempt.
+    prior_attempts: int = 0
+
+
+def request_fields(
+    model: str, revision: str, sampling: settings.Sampling, context: dict | None = None
+) -> dict:
+    """What every row's request of a shard shares (its key hashes them with the prompt and
+    seed). `context` (the route and chat template, when not TGI's /generate with raw
+    prompts) joins only when set, so keys of plain requests stay the same."""
+    fields = {"model": model, "revision": revision, "sampling": settings.to_dict(sampling)}
+    if context:
+        fields["context"] = context
+    return fields
+
+
+def key_of(prompt: str, seed: int, fields: dict) -> str:
+    """The key of the request of `prompt` with `seed` and the shared `fields`."""
+    payload = json.dumps(
+        {"prompt": prompt, "seed": seed, **fields}, sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def request_key(
@@ -49,28 +71,8 @@ def request_key(
     sampling: settings.Sampling,
     context: dict | None = None,
 ) -> str:
-    """Identifies a request: a checkpointed row is reused only if its key still matches.
-
-    `context` (the route and chat template, when not TGI's /generate with raw prompts)
-    joins the key only when set, so keys of plain requests stay the same.
-    """
-    fields = {
-        "prompt": prompt,
-        "seed": seed,
-        "model": model,
-        "revision": revision,
-        "sampling": settings.to_dict(sampling),
-    }
-    if context:
-        fields["context"] = context
-    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def backoff_s(row_id: str, attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter from a seeded RNG (reruns wait the same)."""
-    delay = min(cap, base * 2 ** (attempt - 1))
-    return delay * (0.5 + 0.5 * rng_for("backoff", row_id, attempt).random())
+    """Identifies a request: a checkpointed row is reused only if its key still matches."""
+    return key_of(prompt, seed, request_fields(model, revision, sampling, context))
 
 
 def _by_status(status: int) -> tuple[str, bool]:
@@ -134,8 +136,10 @@ def record(
 
 
 def failure_record(request: Request, attempts: int, exc: Exception, cause: str, transient: bool):
-    """The record of a row whose retries ran out (or whose failure is not transient)."""
+    """The record of a row whose retries ran out (or whose failure is not transient). Its
+    message is redacted: an error may quote the URL, with its query parameters."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = redact.text(message)
     return record(
         request,
         attempts,

@@ -1,30 +1,43 @@
 """The client side of the engine protocols: `await route.generate(prompt, seed)`.
 
-Three routes, one per protocol, chosen from `generation.api` and `generation.chat_template`:
+The routes of each protocol, chosen from `generation.api` and `generation.chat_template`
+(`wire.route_path`):
 
-* `/generate` (TGI's native API, engines `tgi`, `dummy`, TGI endpoints): huggingface_hub's
-  `AsyncInferenceClient.text_generation(details=True)`, which takes every Cosmopedia
-  sampling parameter (top_k, repetition_penalty, a per-request seed) and reports
-  `finish_reason` and `generated_tokens`.
+* `/generate` (TGI's text-generation API, engines `tgi`, `dummy`, TGI endpoints):
+  huggingface_hub's `AsyncInferenceClient.text_generation(details=True)`, which takes
+  every Cosmopedia sampling parameter (top_k, repetition_penalty, a per-request seed) and
+  reports `finish_reason` and `generated_tokens`. huggingface_hub posts it to `/`, TGI's
+  compat route (a non-streamed request there is a /generate request), as Cosmopedia's
+  client did.
 * `/v1/completions` (vLLM, SGLang, OpenAI-compatible endpoints): huggingface_hub has no
   method for OpenAI text completions (its `chat_completion` is chat only), so this is one
   JSON POST through httpx2, the HTTP library huggingface_hub itself uses. vLLM and SGLang
   take top_k, repetition_penalty and seed as extra fields of this route.
 * `/v1/chat/completions` (`chat_template: server`): `AsyncInferenceClient.chat_completion`,
   the engine applies the model's own template. top_k and repetition_penalty go as extra
-  fields; TGI's chat route ignores them (its ChatRequest has neither), which is recorded.
-* llama.cpp (`api: llamacpp`, llama-cpp-python's server): the same two OpenAI routes with
+  fields.
+* llama.cpp (`api: llamacpp`, llama-cpp-python's server): the same two OpenAI paths with
   its own parameter names (`repeat_penalty`), every sampling default it would otherwise
-  add set explicitly (`min_p` 0.05 and others, as TGI samples), seeds mapped into the 32
-  bits it keeps, its finish reasons mapped to TGI's (`stop` -> `eos_token`). It silently
-  ignores fields it does not know, so the body names only fields it has (the tests check
-  them against its /openapi.json).
+  add set explicitly (`min_p` 0.05 and others, as TGI samples), a null top_k or
+  repetition_penalty sent as its off value (not sent, its own defaults would apply), seeds
+  mapped into the 32 bits it keeps, its finish reasons mapped to TGI's (`stop` ->
+  `eos_token`). It silently ignores fields it does not know, so the body names only
+  fields it has (the tests check them against its /openapi.json).
+
+A sampling parameter set to null is not sent (llama.cpp: its off value). Which parameters
+a server reads on each route is declared by its engine (`wire.py`); the settings check
+refuses one that the route would drop, so every parameter a route sends is one its server
+reads. `Route.parameters()` is what every request of a route carries besides the prompt
+and the seed, as sent; `Route.record()` adds the path and, for a route that sends another
+seed than the row's, how it maps it: the provenance records it as `engine.request`.
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
 `EngineHTTPError` with the status) for `requests.classify`.
 
 Every route of a job shares one plain httpx2 client (`plain_http_client`), also the one
-huggingface_hub's clients use (`use_plain_http_client`).
+huggingface_hub's clients use (`use_plain_http_client`). For an endpoint, that client adds
+the endpoint's query parameters and HTTP Basic auth to every request
+(`redact.EndpointAccess`): routes append their paths to a base URL without a query.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ import httpx2
 import huggingface_hub
 from huggingface_hub import AsyncInferenceClient
 
+from cosmopedia.generation import wire
+from cosmopedia.redact import EndpointAccess
 from cosmopedia.settings import Sampling
 
 ERROR_MESSAGE_CHARS = 500
@@ -64,8 +79,21 @@ class ProtocolError(RuntimeError):
 class Route:
     """One client protocol: `await generate(prompt, seed)` for each row of the shard."""
 
-    name = ""
-    ignored_sampling: tuple[str, ...] = ()
+    name = ""  # the protocol's route (wire.py)
+    path = ""  # the URL path the requests go to
+    # How the seed sent is made from the row's seed (None: sent as it is).
+    seed_mapping: str | None = None
+
+    def parameters(self) -> dict:
+        """The fields every request carries besides the prompt and its seed, as sent."""
+        raise NotImplementedError
+
+    def record(self) -> dict:
+        """What the engine receives, for provenance."""
+        record = {"path": self.path, "parameters": self.parameters()}
+        if self.seed_mapping is not None:
+            record["seed"] = self.seed_mapping
+        return record
 
     @classmethod
     def make(
@@ -97,14 +125,10 @@ class Route:
     async def close(self) -> None:
         pass
 
-    def request_record(self) -> dict | None:
-        """The sampling fields of the request body as the engine receives them, for the
-        provenance (None: the configured sampling, under the names of the settings)."""
-        return None
-
 
 class TgiGenerate(Route):
-    name = "/generate"
+    name = wire.GENERATE
+    path = "/"  # huggingface_hub's text_generation posts to TGI's compat route
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -112,52 +136,48 @@ class TgiGenerate(Route):
             base_url=self.base_url, api_key=self.token, timeout=self.timeout
         )
 
+    def parameters(self) -> dict:
+        # `do_sample` changes nothing next to a temperature (TGI samples when any of
+        # temperature/top_k/top_p is set); Cosmopedia's client left it out.
+        return {"details": True, "do_sample": True, **_sampling(self.sampling)}
+
     async def generate(self, prompt: str, seed: int) -> Output:
-        s = self.sampling
-        output = await self.client.text_generation(
-            prompt,
-            details=True,
-            seed=seed,
-            do_sample=True,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            repetition_penalty=s.repetition_penalty,
-        )
-        if output.details is None:
+        output = await self.client.text_generation(prompt, seed=seed, **self.parameters())
+        # huggingface_hub retries without the parameters a non-TGI server refuses, and
+        # then returns the text alone: a wiring error, never a silently dropped setting.
+        details = getattr(output, "details", None)
+        if details is None:
             raise ProtocolError("the engine returned no details: is it a TGI-protocol server?")
-        return Output(
-            output.generated_text,
-            output.details.generated_tokens,
-            str(output.details.finish_reason),
-        )
+        return Output(output.generated_text, details.generated_tokens, str(details.finish_reason))
 
     async def close(self) -> None:
         await self.client.close()
 
 
 class ChatCompletions(Route):
-    name = "/v1/chat/completions"
+    name = wire.CHAT
+    path = wire.CHAT
+    # Fields of the OpenAI chat API; the others go as extra fields of the body.
+    STANDARD = ("max_tokens", "temperature", "top_p")
 
-    def __init__(self, *args, tgi: bool = False):
+    def __init__(self, *args):
         super().__init__(*args)
         self.client = AsyncInferenceClient(
             base_url=self.base_url, api_key=self.token, timeout=self.timeout
         )
-        self.ignored_sampling = ("top_k", "repetition_penalty") if tgi else ()
+
+    def parameters(self) -> dict:
+        return _openai_sampling(self.sampling)
 
     async def generate(self, prompt: str, seed: int) -> Output:
-        s = self.sampling
-        passed = [k for k in ("top_k", "repetition_penalty") if k not in self.ignored_sampling]
-        extra = {k: getattr(s, k) for k in passed}
+        params = self.parameters()
+        standard = {k: v for k, v in params.items() if k in self.STANDARD}
+        extra = {k: v for k, v in params.items() if k not in self.STANDARD}
         output = await self.client.chat_completion(
             messages=[{"role": "user", "content": prompt}],
             model=self.model,
-            max_tokens=s.max_new_tokens,
             seed=seed,
-            temperature=s.temperature,
-            top_p=s.top_p,
+            **standard,
             extra_body=extra or None,
         )
         if not output.choices:
@@ -169,14 +189,10 @@ class ChatCompletions(Route):
     async def close(self) -> None:
         await self.client.close()
 
-    @classmethod
-    def make(cls, *args, api: str, http: httpx2.AsyncClient) -> Route:
-        # TGI's chat route has no top_k or repetition_penalty: recorded as ignored.
-        return cls(*args, tgi=api == "tgi")
-
 
 class Completions(Route):
-    name = "/v1/completions"
+    name = wire.COMPLETIONS
+    path = wire.COMPLETIONS
 
     def __init__(self, *args, http: httpx2.AsyncClient):
         super().__init__(*args)
@@ -190,22 +206,21 @@ class Completions(Route):
     def payload(self, prompt: str, seed: int) -> dict:
         """The request body (an engine with other names for the sampling parameters
         subclasses this route and changes them here)."""
-        s = self.sampling
         return {
             "model": self.model,
             "prompt": prompt,
-            "max_tokens": s.max_new_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "repetition_penalty": s.repetition_penalty,
+            **_openai_sampling(self.sampling),
             "seed": seed,
             "stream": False,
         }
 
+    def parameters(self) -> dict:
+        body = self.payload("", 0)
+        return {k: v for k, v in body.items() if k not in ("model", "prompt", "seed")}
+
     async def generate(self, prompt: str, seed: int) -> Output:
         response = await self.http.post(
-            f"{self.base_url}{self.name}",
+            f"{self.base_url}{self.path}",
             json=self.payload(prompt, seed),
             headers=self.headers,
             timeout=self.timeout,
@@ -215,7 +230,7 @@ class Completions(Route):
         try:
             return self.output(response.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProtocolError(f"unreadable {self.name} answer: {exc!r}") from exc
+            raise ProtocolError(f"unreadable {self.path} answer: {exc!r}") from exc
 
     def output(self, body: dict) -> Output:
         """The text, generated tokens and finish reason of an answer's body."""
@@ -246,18 +261,26 @@ def llamacpp_seed(seed: int) -> int:
     return seed % LLAMACPP_SEED_MODULUS
 
 
+def _llamacpp_sampling(sampling: Sampling) -> dict:
+    """`generation.sampling` as llama.cpp receives it, in `wire.SAMPLING` order: its names
+    (wire.LLAMACPP_NAMES), a null parameter as its off value (wire.LLAMACPP_OFF: left out,
+    the server's own default would apply)."""
+    values = {name: getattr(sampling, name) for name in wire.SAMPLING}
+    return {
+        wire.LLAMACPP_NAMES.get(name, name): wire.LLAMACPP_OFF[name] if value is None else value
+        for name, value in values.items()
+    }
+
+
 class LlamacppCompletions(Completions):
     """llama-cpp-python's /v1/completions: its names and defaults, the row's text prompt."""
 
-    def sampling_fields(self) -> dict:
-        """Every sampling field of the body but the seed, under the server's names."""
-        s = self.sampling
+    seed_mapping = LLAMACPP_SEED_MAPPING
+
+    def parameters(self) -> dict:
+        """Every field of the body but model, prompt and seed, under the server's names."""
         return {
-            "max_tokens": s.max_new_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "repeat_penalty": s.repetition_penalty,
+            **_llamacpp_sampling(self.sampling),
             **LLAMACPP_FIXED_SAMPLING,
             "stream": False,
         }
@@ -266,12 +289,9 @@ class LlamacppCompletions(Completions):
         return {
             "model": self.model,
             "prompt": prompt,
-            **self.sampling_fields(),
+            **self.parameters(),
             "seed": llamacpp_seed(seed),
         }
-
-    def request_record(self) -> dict:
-        return {**self.sampling_fields(), "seed": LLAMACPP_SEED_MAPPING}
 
     def output(self, body: dict) -> Output:
         out = super().output(body)
@@ -294,13 +314,14 @@ class LlamacppChat(LlamacppCompletions):
     """llama-cpp-python's /v1/chat/completions: the server applies the GGUF's template (and
     adds its end-of-turn string as a stop string)."""
 
-    name = "/v1/chat/completions"
+    name = wire.CHAT
+    path = wire.CHAT
 
     def payload(self, prompt: str, seed: int) -> dict:
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
-            **self.sampling_fields(),
+            **self.parameters(),
             "seed": llamacpp_seed(seed),
         }
 
@@ -313,6 +334,18 @@ class LlamacppChat(LlamacppCompletions):
             usage.get("completion_tokens"),
             LLAMACPP_FINISH_REASONS.get(reason, reason),
         )
+
+
+def _sampling(sampling: Sampling) -> dict:
+    """`generation.sampling` by TGI's names, in `wire.SAMPLING` order; null ones left out."""
+    values = {name: getattr(sampling, name) for name in wire.SAMPLING}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _openai_sampling(sampling: Sampling) -> dict:
+    """The same by the OpenAI names (`max_tokens`)."""
+    values = _sampling(sampling)
+    return {"max_tokens": values.pop("max_new_tokens"), **values}
 
 
 def _error_message(response: httpx2.Response) -> str:
@@ -328,30 +361,48 @@ def _error_message(response: httpx2.Response) -> str:
     return str(error if error is not None else body)[:ERROR_MESSAGE_CHARS]
 
 
+ROUTES: dict[str, type[Route]] = {
+    cls.name: cls for cls in (TgiGenerate, Completions, ChatCompletions)
+}
+# A protocol with routes of its own (the same paths, other names and defaults).
+ROUTES_BY_API: dict[str, dict[str, type[Route]]] = {
+    "llamacpp": {cls.name: cls for cls in (LlamacppCompletions, LlamacppChat)},
+}
+
+
 def route_class(api: str, chat_server: bool) -> type[Route]:
     """The route of protocol `api` ("tgi", "openai" or "llamacpp"); `chat_server`: chat
     messages, the engine applies the chat template."""
-    if api == "llamacpp":
-        return LlamacppChat if chat_server else LlamacppCompletions
-    if chat_server:
-        return ChatCompletions
-    return Completions if api == "openai" else TgiGenerate
+    return ROUTES_BY_API.get(api, ROUTES)[wire.route_path(api, chat_server)]
 
 
-def plain_http_client(concurrency: int, trust_env: bool) -> httpx2.AsyncClient:
+def plain_http_client(
+    concurrency: int, trust_env: bool, access: EndpointAccess | None = None
+) -> httpx2.AsyncClient:
     """A plain httpx client sized for `concurrency` requests in flight.
 
     huggingface_hub's default async client refuses every request when HF_HUB_OFFLINE=1
     (usual on offline GPU nodes, where the engine loads a cached model), and follows proxy
     settings that must not apply to the job's own loopback servers (`trust_env` False).
+    `access`: an endpoint's query parameters and Basic auth, sent with every request (the
+    auth replaces the bearer header huggingface_hub sets).
     """
     size = concurrency + SPARE_CONNECTIONS
     limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    options = {}
+    if access is not None:
+        options["params"] = list(access.params)
+        if access.basic_auth is not None:
+            options["auth"] = httpx2.BasicAuth(*access.basic_auth)
     return httpx2.AsyncClient(
-        limits=limits, timeout=None, follow_redirects=True, trust_env=trust_env
+        limits=limits, timeout=None, follow_redirects=True, trust_env=trust_env, **options
     )
 
 
-def use_plain_http_client(concurrency: int, trust_env: bool) -> None:
+def use_plain_http_client(
+    concurrency: int, trust_env: bool, access: EndpointAccess | None = None
+) -> None:
     """huggingface_hub's clients (TgiGenerate, ChatCompletions) get `plain_http_client`s."""
-    huggingface_hub.set_async_client_factory(lambda: plain_http_client(concurrency, trust_env))
+    huggingface_hub.set_async_client_factory(
+        lambda: plain_http_client(concurrency, trust_env, access)
+    )

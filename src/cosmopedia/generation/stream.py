@@ -6,6 +6,11 @@ admits until the shard runs out. The concurrency is min(generation.concurrency, 
 the servers' capacities). Every finished row goes to the checkpoint at once; a server
 that dies aborts the stream (`EngineDied`), so that the job is retried rather than
 failing every remaining row.
+
+The drain is the tail of the stream in which fewer requests than the concurrency are in
+flight: it starts when the first worker finds no row left (at once when the shard has
+fewer pending rows than the concurrency). `drain_started` records it for the shard's
+GPU-hour accounting (cosmopedia.accounting).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import time
 from dataclasses import dataclass
 
 from cosmopedia import settings
-from cosmopedia.generation import requests, routes
+from cosmopedia.generation import probes, requests, routes
 from cosmopedia.generation.checkpoint import Checkpoint
 from cosmopedia.generation.engines import Engine, Server, Started
 from cosmopedia.generation.requests import Request
+from cosmopedia.redact import EndpointAccess
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,8 @@ class Stream:
         self.tokens = 0
         self.retries = 0
         self.started = time.monotonic()
+        # The drain: when fewer requests than the concurrency remained in flight.
+        self.drain_started: float | None = None
         self._sync: asyncio.Future | None = None
 
     async def run(self, pending: list[Request]) -> None:
@@ -83,6 +91,8 @@ class Stream:
             self.all_done.set()
         queue = iter(pending)
         workers = min(self.concurrency, len(pending))
+        if workers < self.concurrency:  # never full: the whole stream is a drain
+            self._drain_starts()
         tasks = [asyncio.create_task(self._worker(queue)) for _ in range(workers)]
         tasks.append(asyncio.create_task(self._watch()))
         try:
@@ -111,6 +121,11 @@ class Stream:
             self.remaining -= 1
             if self.remaining == 0:
                 self.all_done.set()
+        self._drain_starts()  # no row left for this worker: one fewer in flight from now
+
+    def _drain_starts(self) -> None:
+        if self.drain_started is None:
+            self.drain_started = time.monotonic()
 
     async def _watch(self) -> None:
         """Abort as soon as an engine dies; log progress every few seconds."""
@@ -166,11 +181,12 @@ class Stream:
                 self._check_engines()
                 cause, transient = failure
                 if not transient or attempt > g.max_retries:
-                    return requests.failure_record(request, attempt, exc, cause, transient)
+                    attempts = request.prior_attempts + attempt
+                    return requests.failure_record(request, attempts, exc, cause, transient)
             else:
                 return requests.record(
                     request,
-                    attempt,
+                    request.prior_attempts + attempt,
                     text=output.text,
                     tokens=output.tokens,
                     finish_reason=output.finish_reason,
@@ -179,7 +195,7 @@ class Stream:
                 instance.in_flight -= 1
             self.retries += 1
             await asyncio.sleep(
-                requests.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
+                probes.backoff_s(request.id, attempt, g.backoff_base_s, g.backoff_max_s)
             )
 
 
@@ -191,12 +207,15 @@ async def stream_shard(
     pending: list[Request],
     total: int,
     reused: int,
+    access: EndpointAccess | None = None,
 ) -> tuple[Stream, int]:
-    """Send `pending` through the started servers: (the finished stream, its concurrency)."""
+    """Send `pending` through the started servers: (the finished stream, its concurrency).
+    `access`: an endpoint's query parameters and credentials, sent with every request."""
     generation = engine.generation
     capacities = [server.capacity for server in started.servers]
     concurrency = min(generation.concurrency, sum(capacities))
-    async with routes.plain_http_client(generation.concurrency, engine.external) as http:
+    http = routes.plain_http_client(generation.concurrency, engine.external, access)
+    async with http:
         instances = [
             Instance(server, engine.make_route(chat_server, server.url, http))
             for server in started.servers

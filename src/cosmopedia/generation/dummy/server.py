@@ -6,7 +6,8 @@ TGI), a batch of sequences generating at once (the others queue), a time per gen
 token, and injected faults (`faults.py`). It speaks TGI's routes (`/generate`, `/`,
 `/info`, `/health`) and the OpenAI-compatible ones of vLLM and SGLang (`/v1/completions`,
 `/v1/chat/completions`, `/v1/models`) (`protocol.py`); the text is `text.py`'s.
-`/stats` counts requests, so tests can see what was actually sent.
+`/stats` counts requests, and `--record-requests FILE` appends each request as it
+arrived (path and JSON body, one line each), so tests can see what was actually sent.
 
 `on_running` is a hook for measurements: it is called with the number of sequences
 generating whenever that number changes (bench/saturation_meter.py integrates it).
@@ -62,8 +63,10 @@ class DummyServer:
         serve_info: bool = True,
         info_extra: dict | None = None,
         max_batch: int | None = None,
+        record_requests: str | None = None,
     ):
         self.model_id = model_id
+        self.record_requests = record_requests
         self.latency_per_token = latency_per_token
         self.max_concurrent = max_concurrent
         self.max_batch = max_batch or max_concurrent
@@ -105,6 +108,17 @@ class DummyServer:
             routes.append(web.get("/info", self.info))
         app.add_routes(routes)
         return app
+
+    def _record(self, path: str, raw: bytes) -> None:
+        """Append the request to `record_requests`: {"path", "body"} (the body parsed when
+        it is JSON, else its text)."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        line = json.dumps({"path": path, "body": body}, ensure_ascii=False)
+        with open(self.record_requests, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     async def _generate(self, seconds: float) -> None:
         """Hold a batch slot for `seconds` (waiting for one first)."""
@@ -181,6 +195,8 @@ class DummyServer:
         openai = api in ("completions", "chat")
         # Counted once its body is in: a client killed mid-send made no request.
         raw = await request.read()
+        if self.record_requests is not None:
+            self._record(request.path, raw)
         self.stats["requests"] += 1
         self.stats["routes"][api] = self.stats["routes"].get(api, 0) + 1
         request_hash = hashlib.sha256(api.encode() + b"\0" + raw).hexdigest()
@@ -314,6 +330,12 @@ def add_engine_options(parser, prefix: str = "") -> None:
         metavar="LINE",
         help="print LINE at start-up, then hang without ever serving (a fatal start error)",
     )
+    parser.add_argument(
+        f"--{prefix}record-requests",
+        default=None,
+        metavar="FILE",
+        help="append every request received to FILE: one JSON line {path, body} each",
+    )
 
 
 def engine_options(args, prefix: str = "") -> dict:
@@ -333,6 +355,7 @@ def engine_options(args, prefix: str = "") -> dict:
         "faults": faults,
         "startup_delay": get("startup_delay"),
         "startup_fatal": get("startup_fatal"),
+        "record_requests": get("record_requests"),
     }
 
 
@@ -373,11 +396,18 @@ def serve(
     if startup_delay > 0:
         time.sleep(startup_delay)
     log.info("dummy engine serving %s on http://%s:%d", server.model_id, host, port)
+    app = server.app(extra_routes)
+
+    async def log_stats(app: web.Application) -> None:
+        # What it was sent, in its log (a test counts the requests of a stopped engine).
+        log.info("dummy engine stats: %s", json.dumps(server.stats, sort_keys=True))
+
+    app.on_cleanup.append(log_stats)
     # run_app stops cleanly on SIGTERM/SIGINT, as a real engine should under a sidecar.
     # Handlers are cancelled when their client disconnects (a timeout, a killed job), so a
     # hung or abandoned request does not hold a sequence slot forever.
     web.run_app(
-        server.app(extra_routes),
+        app,
         host=host,
         port=port,
         print=None,
@@ -402,6 +432,7 @@ def server_from_args(args) -> tuple[DummyServer, dict]:
         args.max_concurrent,
         options["faults"],
         max_batch=args.max_batch or None,
+        record_requests=options["record_requests"],
     )
     return server, options
 

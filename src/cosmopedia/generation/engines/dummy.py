@@ -1,12 +1,14 @@
 """Engine `dummy`: this package's stand-in server (`cosmopedia serve-dummy`,
 `cosmopedia.generation.dummy`) as a sidecar: TGI's API, no GPU, no model; its simulation
-(latency, capacity, batch, faults) comes from `generation.dummy`."""
+(latency, capacity, batch, faults) comes from `generation.dummy`. Its command is its own:
+of the `server` settings it uses only the environment, fatal log lines and stop grace.
+Its server reads every sampling parameter on every route."""
 
 from __future__ import annotations
 
 import sys
 
-from cosmopedia.errors import CliError
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.served import ServedEngine
 
 
@@ -16,15 +18,19 @@ class DummyEngine(ServedEngine):
     fatal_log_patterns = (r"^FATAL\b",)
     # On a GPU node it takes the devices it sees, as the GPU engine it stands in for.
     gpu_use = "optional"
+    settings_used = frozenset(
+        {
+            "gpus_per_instance",
+            "dummy",
+            "server.env",
+            "server.fatal_log_patterns",
+            "server.stop_grace_s",
+        }
+    )
+    sampling_read = wire.EVERY_ROUTE
     determinism = "exact: the dummy engine is a pure function of prompt and seed"
 
     def check(self) -> None:
-        server = self.generation.server
-        if server.launcher != "native" or server.program:
-            raise CliError(
-                "generation.server.launcher and server.program apply to tgi, vllm and sglang "
-                "(engines with a program of their own), not to the dummy"
-            )
         self.check_env()
 
     def command_template(self) -> list[str]:

@@ -38,7 +38,7 @@ from typing import BinaryIO
 
 from cosmopedia import settings
 from cosmopedia.errors import CliError
-from cosmopedia.generation import probes
+from cosmopedia.generation import probes, wire
 from cosmopedia.generation.engines.base import Started
 from cosmopedia.generation.engines.served import PLACEHOLDERS, ServedEngine
 from cosmopedia.hashing import sha256_file
@@ -68,17 +68,33 @@ SERVER_SETTING_NAMES = frozenset(
 )
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
-# Settings of `generation` a llama.cpp server would not use: set to anything but their
-# default, they are refused (path -> why).
-IGNORED_SETTINGS = {
-    ("endpoint_url",): "the job starts its own servers (engine endpoint uses a running one)",
-    ("gpus_per_instance",): "llamacpp runs on CPU: give it llamacpp.threads",
-    ("server", "max_concurrent_requests"): "a llama.cpp server takes one request at a time",
-    ("server", "max_input_tokens"): (
+# The settings of `generation` a llama.cpp server uses (the schema's x-engine-specific ones;
+# engines.check refuses the others): the llamacpp section and the `server` launch settings
+# but its capacity and input limit.
+SETTINGS_USED = frozenset(
+    {
+        "llamacpp",
+        "server.max_total_tokens",  # --n_ctx
+        "server.launcher",
+        "server.image",
+        "server.image_digest",
+        "server.mounts",
+        "server.launcher_args",
+        "server.program",
+        "server.extra_args",
+        "server.env",
+        "server.fatal_log_patterns",
+        "server.stop_grace_s",
+    }
+)
+# Why it has no use for some of the others (engines.check says so when they are set).
+NOT_USED_WHY = {
+    "gpus_per_instance": "llamacpp runs on CPU: give it llamacpp.threads",
+    "server.max_concurrent_requests": "a llama.cpp server takes one request at a time",
+    "server.max_input_tokens": (
         "llama.cpp has no such limit: a prompt of server.max_total_tokens (its --n_ctx) "
         "tokens or more fails its row (HTTP 400)"
     ),
-    ("dummy",): "it configures the dummy engine",
 }
 
 
@@ -86,7 +102,10 @@ class LlamacppEngine(ServedEngine):
     kind = "llamacpp"
     default_api = "llamacpp"
     gpu_use = "none"
-    own_sections = ("llamacpp",)
+    apis = frozenset({"llamacpp"})  # its names; the OpenAI ones it would partly ignore
+    settings_used = SETTINGS_USED
+    # Every parameter on both of its routes (wire.py); null ones as their off values.
+    sampling_read = wire.LLAMACPP
     program = (sys.executable, "-m", SERVER_MODULE)
     # Every setting that changes what it computes is given, with the measured choices
     # (docs/architecture.md): logits_all off (memory; the client asks for no logprobs),
@@ -137,23 +156,8 @@ class LlamacppEngine(ServedEngine):
     # --- settings -----------------------------------------------------------------------
 
     def check(self) -> None:
-        self.check_launcher()
-        self.check_placeholders()
-        self.check_env()
+        super().check()  # launcher, placeholders, max_new_tokens < --n_ctx, server.env
         g = self.generation
-        if g.api not in (None, "llamacpp"):
-            raise CliError(
-                f"generation.api {g.api} with engine llamacpp: its parameter names are not "
-                "llama.cpp's (it silently ignores repetition_penalty); leave api unset"
-            )
-        for path, why in IGNORED_SETTINGS.items():
-            if configured(g, path):
-                raise CliError(f"generation.{'.'.join(path)} is ignored by llamacpp: {why}")
-        if g.sampling.max_new_tokens >= g.server.max_total_tokens:
-            raise CliError(
-                "generation.sampling.max_new_tokens must be < server.max_total_tokens "
-                "(llama.cpp's --n_ctx, prompt and text together)"
-            )
         if not SHA256_RE.fullmatch(g.revision):
             raise CliError(
                 "generation.revision: with engine llamacpp, the sha256 of the GGUF file "
@@ -166,6 +170,15 @@ class LlamacppEngine(ServedEngine):
                 "engine llamacpp: llama-cpp-python is not installed in this environment "
                 "(`make llamacpp`)"
             )
+
+    def unused_settings(self) -> dict[str, str]:
+        unused = super().unused_settings() | NOT_USED_WHY
+        if self.generation.sampling.repetition_penalty is None:
+            unused["llamacpp.last_n_tokens_size"] = (
+                "only repeat_penalty looks back on it; sampling.repetition_penalty: null "
+                f"(sent as {wire.LLAMACPP_OFF['repetition_penalty']}, off)"
+            )
+        return unused
 
     def check_env(self) -> None:
         super().check_env()
@@ -238,19 +251,6 @@ class LlamacppEngine(ServedEngine):
                 started.record["info"] = spec.get("info")
         started.record["model_file"] = model
         return started
-
-
-def configured(generation: settings.Generation, path: tuple[str, ...]) -> bool:
-    """Whether the setting at `path` of `generation` differs from the schema's default."""
-    value = generation
-    for key in path:
-        value = getattr(value, key)
-    node = settings.subschema(("generation", *path))
-    if node.get("type") == "object":
-        default = settings.validate({}, node, ".".join(path))
-    else:
-        default = node.get("default")
-    return settings.to_dict(value) != default
 
 
 def model_path(setting: str | None) -> Path:

@@ -12,7 +12,10 @@ smoke request must succeed; the capacity of each is `max_concurrent_requests` fr
 /info, else the value the job configured.
 
 A subclass names its program, arguments and fatal log lines, and may change any step:
-`gpu_use`, `placeholder_values`, `base_env`, `ready`, `smoke_request`, `capacity`, `check`.
+`gpu_use`, `placeholder_values`, `base_env`, `ready`, `smoke_request`, `capacity`, `check`. It uses
+every `server` setting, but those its command or launcher leaves out (`unused_settings`):
+an image, its digest and mounts with the native launcher, a token limit whose placeholder
+the command lacks (vLLM and SGLang take no `max_input_tokens`), GPUs for a CPU engine.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ class ServedEngine(Engine):
     # dummy standing in for a GPU engine); "none": a CPU engine.
     gpu_use: ClassVar[str] = "required"
     placeholders: ClassVar[frozenset[str]] = PLACEHOLDERS
+    settings_used = frozenset({"gpus_per_instance", "server"})
+    # Settings that reach the server only through their placeholder in the command.
+    placeholder_settings: ClassVar[dict[str, str]] = {
+        "server.max_input_tokens": "max_input_tokens",
+        "server.max_total_tokens": "max_total_tokens",
+    }
 
     # --- settings -----------------------------------------------------------------------
 
@@ -93,6 +102,22 @@ class ServedEngine(Engine):
         self.check_placeholders()
         self.check_token_limits()
         self.check_env()
+
+    def unused_settings(self) -> dict[str, str]:
+        unused = super().unused_settings()
+        server = self.generation.server
+        used = {m for arg in self.command_template() for m in PLACEHOLDER_RE.findall(arg)}
+        for key, placeholder in self.placeholder_settings.items():
+            if placeholder not in used:
+                unused[key] = f"the {self.kind} command has no {{{placeholder}}}"
+        if server.launcher == "native":
+            for key in ("server.mounts", "server.image_digest"):
+                unused[key] = "server.launcher native runs no image"
+            if "image" not in used:
+                unused["server.image"] = "server.launcher native runs no image"
+        if self.gpu_use == "none":
+            unused["gpus_per_instance"] = f"engine {self.kind} runs on CPUs"
+        return unused
 
     def check_launcher(self) -> None:
         server = self.generation.server
@@ -109,7 +134,13 @@ class ServedEngine(Engine):
 
     def check_token_limits(self) -> None:
         g = self.generation
-        if g.server.max_input_tokens >= g.server.max_total_tokens:
+        unused = self.unused_settings()
+        if "server.max_total_tokens" in unused:
+            return
+        if (
+            "server.max_input_tokens" not in unused
+            and g.server.max_input_tokens >= g.server.max_total_tokens
+        ):
             raise CliError("generation.server.max_input_tokens must be < server.max_total_tokens")
         if g.sampling.max_new_tokens >= g.server.max_total_tokens:
             raise CliError("generation.sampling.max_new_tokens must be < server.max_total_tokens")
@@ -207,8 +238,13 @@ class ServedEngine(Engine):
         return None
 
     def smoke_request(self) -> Callable[[str], None] | None:
-        """One request each server must answer before the shard starts (None: none)."""
-        return probes.smoke_request(self.api, self.generation.model)
+        """One request each server must answer before the shard starts (None: none),
+        retried as the rows' requests are, with another seed per attempt."""
+        g = self.generation
+        retries = probes.Retries(
+            g.max_retries, g.backoff_base_s, g.backoff_max_s, g.request_timeout_s
+        )
+        return probes.smoke_request(self.api, g.model, retries)
 
     def capacity(self, info: dict | None) -> int:
         """Requests one server takes at once: its /info says, else the configured value."""

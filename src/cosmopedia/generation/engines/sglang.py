@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.served import ServedEngine
 
 
 class SglangEngine(ServedEngine):
     kind = "sglang"
     default_api = "openai"
+    sampling_read = wire.OPENAI_SERVERS  # no TGI /generate
     program = ("python", "-m", "sglang.launch_server")
     arguments = (
         "--model-path", "{model}",

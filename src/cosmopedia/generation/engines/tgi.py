@@ -1,14 +1,18 @@
 """Engine `tgi`: text-generation-inference 3.x (`text-generation-launcher`), TGI's own
-API; its /info gives the capacity (`--max-concurrent-requests`)."""
+API; its /info gives the capacity (`--max-concurrent-requests`). Its OpenAI-compatible
+routes read fewer sampling parameters than /generate (wire.py)."""
 
 from __future__ import annotations
 
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.served import ServedEngine
 
 
 class TgiEngine(ServedEngine):
     kind = "tgi"
     default_api = "tgi"
+    sampling_read = wire.TGI
+    sampling_why = wire.TGI_WHY
     program = ("text-generation-launcher",)
     arguments = (
         "--model-id", "{model}",

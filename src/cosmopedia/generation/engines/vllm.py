@@ -3,12 +3,14 @@ its batch cannot take: the capacity is `server.max_concurrent_requests`."""
 
 from __future__ import annotations
 
+from cosmopedia.generation import wire
 from cosmopedia.generation.engines.served import ServedEngine
 
 
 class VllmEngine(ServedEngine):
     kind = "vllm"
     default_api = "openai"
+    sampling_read = wire.OPENAI_SERVERS  # no TGI /generate
     program = ("vllm", "serve")
     arguments = (
         "{model}",
