@@ -56,7 +56,8 @@ profiles:
 # sdist, portable (GGML_NATIVE=OFF: the default -march=native build enables AMX, which
 # some VMs forbid: SIGSEGV on the first request), without pip's cache (it ignores
 # CMAKE_ARGS and would hand back a native build). About 5 min on 2 cores; tests that need
-# it skip without it. `make demo-llm` runs the workflow with it (config/smollm2.yaml).
+# it (tests/test_llamacpp.py) skip without it, and fail with COSMOPEDIA_REQUIRE_LLAMACPP=1
+# (.ci/run). `make demo-llm` runs the workflow with it (config/smollm2.yaml, 1.5-3 min).
 LLAMACPP_VERSION := 0.3.36
 LLAMACPP_WHEELS := .cache/llamacpp
 LLAMACPP_STAMP := $(VENV)/.llamacpp-installed

@@ -1,6 +1,7 @@
 """Engine saturation: how busy does each client keep an engine over a whole shard?
 
     .venv/bin/python bench/saturation.py [--rows 3000] [--capacity 16] [--latency 0.0004]
+    .venv/bin/python bench/saturation.py --engine llamacpp [--rows 16] [--instances 2]
 
 Runs the dummy engine as TGI works: a batch of C sequences generating at once, A >= C
 requests admitted (--max-concurrent-requests; the others queue for the batch, 429 above
@@ -21,12 +22,31 @@ meter on its batch). Prints both and the ratio, plus the
 steady state (until the batch was last full) and the drain after it. With `--admission`
 equal to `--capacity` (no queue) every client turnaround leaves a slot idle, which on a
 loaded machine costs a few percent.
+
+`--engine llamacpp` measures against a real engine (`make llamacpp`): SmolLM2-135M on
+llama.cpp servers (`--instances`, one CPU thread each, one request at a time). The same
+shard goes, in alternating rounds, through
+
+* the workflow's generate step (`runner.run`, engine `llamacpp`: it starts the servers,
+  renders the GGUF's chat template, streams the rows): generated tokens / generation time
+  from its provenance;
+* the same servers (the engine's command, fresh ones) driven directly by a minimal client:
+  one thread per server taking the next row, the same request bodies (prompts, seeds,
+  sampling, token budget), tokens from the answers' usage over the wall time.
+
+The rounds alternate which of the two goes first.
+
+Both make the same texts (n_ubatch 1: exact), so the ratio of tokens/s is the share of the
+servers' time the workflow's client keeps them generating (target >= 0.95). On a shared
+machine a round's figures move with the other jobs' load, and with how the rows happen to
+fall on the servers (the last ones finish alone): several rounds, alternating order.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -182,17 +202,153 @@ async def seed_pattern(url: str, df: pl.DataFrame, admission: int, chunk: int) -
     return tokens
 
 
+def llamacpp_generation(rows_tokens: int, instances: int) -> dict:
+    """The generation settings of the llama.cpp mode (the other keys: the schema's)."""
+    from cosmopedia.generation.engines import llamacpp
+
+    model = llamacpp.model_path(None)
+    return {
+        "engine": "llamacpp",
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "revision": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "chat_template": "model",
+        "instances": instances,
+        "startup_timeout_s": 120,
+        "server": {"max_total_tokens": 2048},
+        "sampling": SAMPLING | {"max_new_tokens": rows_tokens},
+    }
+
+
+def through_the_workflow(prompts: Path, work: Path, generation: dict, name: str) -> tuple:
+    """(generated tokens, seconds) of the generate step on the shard."""
+    job = settings.Generate(
+        DATASET_VERSION, settings.from_dict(settings.Generation, generation, "generation")
+    )
+    prov = runner.run(
+        str(prompts),
+        str(work / f"{name}.parquet"),
+        str(work / f"{name}.provenance.json"),
+        str(work / f"{name}.checkpoint.jsonl"),
+        str(work / f"{name}.engine.log"),
+        job,
+    )
+    assert prov["failed"] == prov["failures_by_cause"].get("length", 0), prov
+    return prov["generated_tokens"], prov["timings"]["generation_s"]
+
+
+def directly(df: pl.DataFrame, work: Path, generation: dict, name: str) -> tuple:
+    """(generated tokens, seconds) of a minimal client on fresh servers of the same command:
+    one thread per server, each taking the next row; the same request bodies."""
+    import contextlib
+    import threading
+
+    from cosmopedia.generation import engines
+
+    generation = settings.from_dict(settings.Generation, generation, "generation")
+    engine = engines.engine_for(generation)
+    template = engine.chat_template()
+    route = routes.LlamacppCompletions(
+        "", generation.model, generation.sampling, None, 900, http=None
+    )
+    bodies = [
+        json.dumps(route.payload(template.render(p), derive_seed(DATASET_VERSION, i))).encode()
+        for i, p in zip(df["id"].to_list(), df["prompt"].to_list(), strict=True)
+    ]
+    pending = iter(bodies)
+    lock = threading.Lock()
+    tokens = []
+
+    def worker(url: str) -> None:
+        while True:
+            with lock:
+                body = next(pending, None)
+            if body is None:
+                return
+            request = urllib.request.Request(
+                f"{url}/v1/completions", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=900) as response:
+                tokens.append(json.loads(response.read())["usage"]["completion_tokens"])
+
+    with contextlib.ExitStack() as stack:
+        servers = engine.start(str(work / f"{name}.engine.log"), stack).servers
+        threads = [threading.Thread(target=worker, args=(s.url,)) for s in servers]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+    assert len(tokens) == len(bodies)
+    return sum(tokens), elapsed
+
+
+def llamacpp_main(args) -> int:
+    """The workflow's tokens/s against the same llama.cpp servers driven directly."""
+    generation = llamacpp_generation(args.max_new_tokens, args.instances)
+    with tempfile.TemporaryDirectory(prefix="saturation-llamacpp-") as tmp:
+        work = Path(tmp)
+        prompts = work / "prompts.parquet"
+        df = write_prompts(prompts, args.rows)
+        print(
+            f"shard: {args.rows} prompts; engine: {args.instances} llama.cpp server(s), "
+            f"SmolLM2-135M, max_new_tokens {args.max_new_tokens}, {args.rounds} round(s)",
+            flush=True,
+        )
+        totals = {"workflow": [0, 0.0], "direct": [0, 0.0]}
+        started = time.monotonic()
+        for round_ in range(args.rounds):
+            # Alternating which goes first: a trend in the machine's load hits both alike.
+            order = ["workflow", "direct"] if round_ % 2 == 0 else ["direct", "workflow"]
+            measured = {}
+            for name in order:
+                if name == "workflow":
+                    measured[name] = through_the_workflow(prompts, work, generation, f"w{round_}")
+                else:
+                    measured[name] = directly(df, work, generation, f"d{round_}")
+            for name, (tokens, seconds) in measured.items():
+                totals[name][0] += tokens
+                totals[name][1] += seconds
+                print(
+                    f"round {round_ + 1} {name:<9} {tokens:>7} tokens {seconds:>7.1f} s "
+                    f"{tokens / seconds:>7.1f} tokens/s",
+                    flush=True,
+                )
+            # The same texts: n_ubatch 1 makes them independent of order and server.
+            assert measured["workflow"][0] == measured["direct"][0], measured
+        elapsed = time.monotonic() - started
+    rates = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
+    ratio = rates["workflow"] / rates["direct"]
+    print(f"workflow {rates['workflow']:.1f} tokens/s, direct {rates['direct']:.1f} tokens/s")
+    print(f"ratio (workflow / direct client): {ratio:.3f}")
+    print(f"bench wall time: {elapsed:.0f} s")
+    if ratio < args.target:
+        print(f"the workflow is below the {args.target} target", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=3000, help="prompts in the shard")
+    parser.add_argument("--engine", choices=["dummy", "llamacpp"], default="dummy")
+    parser.add_argument("--rows", type=int, default=None, help="prompts (3000; llamacpp 16)")
     parser.add_argument("--capacity", type=int, default=16, help="batch: sequences (C)")
     parser.add_argument(
         "--admission", type=int, default=None, help="requests admitted (A), default 2 C"
     )
     parser.add_argument("--latency", type=float, default=0.0004, help="seconds per token")
     parser.add_argument("--chunk", type=int, default=1000, help="seed pattern's chunk size")
-    parser.add_argument("--target", type=float, default=0.97, help="saturation to reach")
+    parser.add_argument("--target", type=float, default=None, help="0.97; llamacpp 0.95")
+    parser.add_argument("--instances", type=int, default=2, help="llamacpp: servers")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="llamacpp: per row")
+    parser.add_argument("--rounds", type=int, default=4, help="llamacpp: rounds of both")
     args = parser.parse_args(argv)
+    llama = args.engine == "llamacpp"
+    args.rows = args.rows or (16 if llama else 3000)
+    args.target = args.target if args.target is not None else (0.95 if llama else 0.97)
+    if llama:
+        logging.basicConfig(level=logging.WARNING)
+        return llamacpp_main(args)
     admission = args.admission or 2 * args.capacity
     logging.basicConfig(level=logging.WARNING)
     # Also for the seed pattern's AsyncInferenceClient (HF_HUB_OFFLINE-proof, no proxy).

@@ -271,13 +271,29 @@ def package_versions() -> dict[str, str | None]:
 
 
 def determinism(generation: dict) -> str:
-    """How exactly generation can be repeated, from the engines that made the shards."""
-    kinds = sorted({prov.get("engine", {}).get("kind", "unknown") for prov in generation.values()})
-    if kinds == ["dummy"]:
+    """How exactly generation can be repeated: the statement each shard's engine recorded
+    (one, or each with the engine kinds it holds for)."""
+    statements: dict[str, set[str]] = {}
+    for prov in generation.values():
+        engine = prov.get("engine", {})
+        kind = engine.get("kind", "unknown")
+        statement = engine.get("determinism") or _determinism_before_recorded(kind)
+        statements.setdefault(statement, set()).add(kind)
+    if len(statements) == 1:
+        return next(iter(statements))
+    return "; ".join(
+        f"{', '.join(sorted(kinds))}: {statement}"
+        for statement, kinds in sorted(statements.items(), key=lambda item: sorted(item[1]))
+    )
+
+
+def _determinism_before_recorded(kind: str) -> str:
+    """The statement of provenance written before engines recorded their own."""
+    if kind == "dummy":
         return "exact: the dummy engine is a pure function of prompt and seed"
     return (
-        f"engine-dependent ({', '.join(kinds)}): seeded sampling, but continuous batching can "
-        "change logits; reuse cached generations for exact rebuilds"
+        f"engine-dependent ({kind}): seeded sampling, but continuous batching can change "
+        "logits; reuse cached generations for exact rebuilds"
     )
 
 

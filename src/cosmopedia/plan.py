@@ -433,12 +433,13 @@ def generate_request(config: dict) -> dict:
     generation = settings.result_affecting(
         config["generation"], settings.subschema(("generation",))
     )
-    from cosmopedia.generation.chat_template import SERVER
+    from cosmopedia.generation.chat_template import MODEL, SERVER
 
     request = {"dataset_version": dataset_version(config), **generation}
     template = generation["chat_template"]
-    if template not in (None, SERVER):
+    if template not in (None, SERVER, MODEL):
         # The client renders the file: its content, not only its name, feeds the shards.
+        # (The model's own template, "model", is pinned by generation.revision.)
         request["chat_template_sha256"] = sha256_text(Path(template).read_text(encoding="utf-8"))
     return request
 

@@ -377,6 +377,16 @@ class ChatTemplateTokens:
 
 
 @dataclass(frozen=True)
+class Llamacpp:
+    SCHEMA_PATH: ClassVar = ("generation", "llamacpp")
+    model_file: str | None
+    threads: int
+    n_ubatch: int
+    last_n_tokens_size: int
+    interrupt_requests: bool
+
+
+@dataclass(frozen=True)
 class Generation:
     SCHEMA_PATH: ClassVar = ("generation",)
     engine: str
@@ -398,6 +408,7 @@ class Generation:
     retry_failed: bool
     server: Server
     sampling: Sampling
+    llamacpp: Llamacpp
     dummy: Dummy
 
 
@@ -530,6 +541,6 @@ class Dataset:
 
 # Every dataclass that mirrors a part of the schema (tests/test_settings.py checks them).
 SECTIONS = (
-    Faults, Dummy, Server, Sampling, ChatTemplateTokens, Generation, Clean, Minhash,
-    Decontamination, HubDataset,
+    Faults, Dummy, Server, Sampling, ChatTemplateTokens, Llamacpp, Generation, Clean,
+    Minhash, Decontamination, HubDataset,
 )  # fmt: skip

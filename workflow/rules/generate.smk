@@ -1,11 +1,14 @@
-# The GPU step: starts generation.instances engine servers (tgi, vllm, sglang; or the dummy)
-# inside the job, each on generation.gpus_per_instance GPUs, and streams the shard through
-# them. The engine says how many GPUs a job needs (instances x gpus_per_instance for
-# tgi, vllm and sglang; none for dummy and endpoint); partition, GPU model and runtime are
-# set per cluster in profiles/<cluster>/config.yaml.
+# The GPU step: starts generation.instances engine servers (tgi, vllm, sglang; llamacpp on
+# CPU; or the dummy) inside the job, each on generation.gpus_per_instance GPUs, and streams
+# the shard through them. The engine says how many GPUs a job needs (instances x
+# gpus_per_instance for tgi, vllm and sglang; none for llamacpp, dummy and endpoint);
+# partition, GPU model and runtime are set per cluster in profiles/<cluster>/config.yaml.
 # A SIGTERM (Slurm's time limit, `--signal`, scancel) stops the servers and keeps every
 # finished row in the checkpoint; the retried job resumes from it (docs/cluster.md).
 GENERATE_GPUS = engines.gpus(GENERATE_JOB)
+# CPU cores a job keeps busy: the client's one, or a CPU engine's servers (llamacpp:
+# instances x llamacpp.threads), so local runs never start more servers than cores.
+GENERATE_THREADS = engines.cpus(GENERATE_JOB)
 
 
 rule generate:
@@ -18,6 +21,7 @@ rule generate:
         f"{LOGS}/generate/{{source}}/{{shard}}.log",
     benchmark:
         f"{RUNTIMES}/generate/{{source}}/{{shard}}.tsv"
+    threads: GENERATE_THREADS
     resources:
         gpu=GENERATE_GPUS,
     params:

@@ -6,6 +6,9 @@
 * a path to a Jinja template file (e.g. copied from the model's tokenizer_config.json):
   the client renders each prompt as one user turn and sends the text, so every engine sees
   the same bytes and keeps every sampling parameter (TGI's /generate, /v1/completions);
+* "model": the model's own template, found where the engine keeps it (`find`: the local
+  Hugging Face cache or the model folder; a GGUF file's metadata for llamacpp), rendered
+  by the client like a file: an error if it cannot be found;
 * "server": prompts go as chat messages to `/v1/chat/completions` and the engine applies
   the template of the model it loaded. Its hash is read from the local Hugging Face cache
   (the weights were downloaded there beforehand) or the model folder; null if not found.
@@ -30,6 +33,9 @@ from pathlib import Path
 from cosmopedia.hashing import sha256_text
 
 SERVER = "server"
+MODEL = "model"
+# Modes in which the client renders the template and sends the text.
+CLIENT_RENDERED = ("file", MODEL)
 TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json")
 
 
@@ -39,7 +45,7 @@ class ChatTemplateError(ValueError):
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    mode: str | None  # None (raw prompts), "file" or "server"
+    mode: str | None  # None (raw prompts), "file", "model" or "server"
     sha256: str | None = None
     source: str | None = None
     text: str | None = None
@@ -47,8 +53,8 @@ class ChatTemplate:
     eos_token: str = ""
 
     def render(self, prompt: str) -> str:
-        """The text sent for `prompt` (unchanged unless a template file is used)."""
-        if self.mode != "file":
+        """The text sent for `prompt` (unchanged unless the client renders the template)."""
+        if self.mode not in CLIENT_RENDERED:
             return prompt
         return _compiled(self.text).render(
             messages=[{"role": "user", "content": prompt}],
@@ -62,7 +68,7 @@ class ChatTemplate:
         if self.mode is None:
             return None
         record = {"mode": self.mode, "sha256": self.sha256, "source": self.source}
-        if self.mode == "file":  # named as in generation.chat_template_tokens
+        if self.mode in CLIENT_RENDERED:  # named as in generation.chat_template_tokens
             record |= {"bos": self.bos_token, "eos": self.eos_token}
         return record
 
@@ -136,10 +142,11 @@ def load_chat_template(
     bos_token: str = "",
     eos_token: str = "",
 ) -> ChatTemplate:
-    """The template of `generation.chat_template`. For "server", `find(model, revision)`
-    looks up the template the engine will apply, to record its hash (each engine says where
-    its model keeps it; by default the Hugging Face cache or the model folder). A file is
-    rendered with `bos_token` and `eos_token` (`generation.chat_template_tokens`)."""
+    """The template of `generation.chat_template`. For "server" and "model",
+    `find(model, revision)` looks up the model's own template: to record the hash of the one
+    the engine applies, or to render it (each engine says where its model keeps it; by
+    default the Hugging Face cache or the model folder). A template the client renders (a
+    file, or "model") gets `bos_token` and `eos_token` (`generation.chat_template_tokens`)."""
     if setting is None:
         return ChatTemplate(None)
     if setting == SERVER:
@@ -147,12 +154,21 @@ def load_chat_template(
         if text is None:
             return ChatTemplate(SERVER, None, "engine (not found in the local cache)")
         return ChatTemplate(SERVER, sha256_text(text), source)
-    path = Path(setting)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ChatTemplateError(f"chat_template {setting!r}: {exc}") from exc
-    template = ChatTemplate("file", sha256_text(text), path.name, text, bos_token, eos_token)
+    if setting == MODEL:
+        text, source = find(model, revision)
+        if text is None:
+            raise ChatTemplateError(
+                f"chat_template model: no chat template found for {model!r} (the model's "
+                "metadata, its folder or the local Hugging Face cache); give a template file"
+            )
+        template = ChatTemplate(MODEL, sha256_text(text), source, text, bos_token, eos_token)
+    else:
+        path = Path(setting)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ChatTemplateError(f"chat_template {setting!r}: {exc}") from exc
+        template = ChatTemplate("file", sha256_text(text), path.name, text, bos_token, eos_token)
     try:
         template.render("test")
     except Exception as exc:  # noqa: BLE001 (any Jinja error)

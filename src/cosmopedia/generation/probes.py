@@ -1,5 +1,5 @@
 """HTTP checks of an engine server: readiness, `/info`, and one smoke request per client
-protocol (TGI's /generate, OpenAI's /v1/completions).
+protocol (TGI's /generate, OpenAI's /v1/completions, llama.cpp's /v1/completions).
 
 The smoke request is retried like any row's request: transient failures (429, 503, other
 5xx, resets, timeouts) with seeded exponential backoff, up to `max_retries`, and each
@@ -74,9 +74,26 @@ def http_json(url: str, payload=None, timeout: float = PROBE_TIMEOUT_S) -> tuple
         return status, None
 
 
+# The route whose 200 means "ready", per client protocol. llama-cpp-python's server has no
+# /health (404); it loads the model before it listens, so any answer means loaded, and
+# GET /docs is answered at once while it generates (/v1/models and /extras/tokenize wait
+# for the running generation).
+READY_PATHS = {"llamacpp": "/docs"}
+
+
+def ready_path(api: str) -> str:
+    return READY_PATHS.get(api, "/health")
+
+
 def health(base_url: str) -> bool:
     """Ready once GET /health answers 200 (TGI, vLLM, SGLang, the dummy)."""
     status, _ = http_json(f"{base_url}/health", timeout=READY_TIMEOUT_S)
+    return status == 200
+
+
+def docs_ready(base_url: str) -> bool:
+    """Ready once GET /docs answers 200 (llama-cpp-python's server)."""
+    status, _ = http_json(f"{base_url}{READY_PATHS['llamacpp']}", timeout=READY_TIMEOUT_S)
     return status == 200
 
 
@@ -143,7 +160,9 @@ def openai_smoke_request(model: str, retries: Retries = Retries()) -> Callable[[
 
 
 def smoke_request(api: str, model: str, retries: Retries = Retries()) -> Callable[[str], None]:
-    """The smoke request of client protocol `api` ("tgi" or "openai")."""
-    if api == "openai":
+    """The smoke request of client protocol `api` ("tgi", "openai" or "llamacpp": the
+    OpenAI one, whose explicit seed per attempt llama.cpp needs, else it derives one from
+    the previous request's)."""
+    if api in ("openai", "llamacpp"):
         return openai_smoke_request(model, retries)
     return lambda base_url: tgi_smoke_request(base_url, retries)

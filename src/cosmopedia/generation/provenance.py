@@ -53,7 +53,8 @@ def shard_provenance(
         **started.record,
         "route": route,
         # What the engine received: the URL path and the fields every request carried
-        # besides its prompt and its seed (the `seed` column).
+        # besides its prompt and its seed (the `seed` column; how the route maps it, if it
+        # sends another value).
         "request": stream.instances[0].route.record() if stream.instances else None,
         "chat_template": template.record(),
     }

@@ -1,6 +1,6 @@
 """The client side of the engine protocols: `await route.generate(prompt, seed)`.
 
-Three routes, one per protocol, chosen from `generation.api` and `generation.chat_template`
+The routes of each protocol, chosen from `generation.api` and `generation.chat_template`
 (`wire.route_path`):
 
 * `/generate` (TGI's text-generation API, engines `tgi`, `dummy`, TGI endpoints):
@@ -16,12 +16,20 @@ Three routes, one per protocol, chosen from `generation.api` and `generation.cha
 * `/v1/chat/completions` (`chat_template: server`): `AsyncInferenceClient.chat_completion`,
   the engine applies the model's own template. top_k and repetition_penalty go as extra
   fields.
+* llama.cpp (`api: llamacpp`, llama-cpp-python's server): the same two OpenAI paths with
+  its own parameter names (`repeat_penalty`), every sampling default it would otherwise
+  add set explicitly (`min_p` 0.05 and others, as TGI samples), a null top_k or
+  repetition_penalty sent as its off value (not sent, its own defaults would apply), seeds
+  mapped into the 32 bits it keeps, its finish reasons mapped to TGI's (`stop` ->
+  `eos_token`). It silently ignores fields it does not know, so the body names only
+  fields it has (the tests check them against its /openapi.json).
 
-A sampling parameter set to null is not sent. Which parameters a server reads on each
-route is declared by its engine (`wire.py`); the settings check refuses one that the
-route would drop, so every parameter a route sends is one its server reads.
-`Route.parameters()` is what every request of a route carries besides the prompt and the
-seed, as the provenance records it.
+A sampling parameter set to null is not sent (llama.cpp: its off value). Which parameters
+a server reads on each route is declared by its engine (`wire.py`); the settings check
+refuses one that the route would drop, so every parameter a route sends is one its server
+reads. `Route.parameters()` is what every request of a route carries besides the prompt
+and the seed, as sent; `Route.record()` adds the path and, for a route that sends another
+seed than the row's, how it maps it: the provenance records it as `engine.request`.
 
 Errors keep their class (huggingface_hub's TGI errors, httpx2 transport errors, or
 `EngineHTTPError` with the status) for `requests.classify`.
@@ -73,6 +81,8 @@ class Route:
 
     name = ""  # the protocol's route (wire.py)
     path = ""  # the URL path the requests go to
+    # How the seed sent is made from the row's seed (None: sent as it is).
+    seed_mapping: str | None = None
 
     def parameters(self) -> dict:
         """The fields every request carries besides the prompt and its seed, as sent."""
@@ -80,7 +90,10 @@ class Route:
 
     def record(self) -> dict:
         """What the engine receives, for provenance."""
-        return {"path": self.path, "parameters": self.parameters()}
+        record = {"path": self.path, "parameters": self.parameters()}
+        if self.seed_mapping is not None:
+            record["seed"] = self.seed_mapping
+        return record
 
     @classmethod
     def make(
@@ -207,7 +220,7 @@ class Completions(Route):
 
     async def generate(self, prompt: str, seed: int) -> Output:
         response = await self.http.post(
-            f"{self.base_url}/v1/completions",
+            f"{self.base_url}{self.path}",
             json=self.payload(prompt, seed),
             headers=self.headers,
             timeout=self.timeout,
@@ -215,14 +228,112 @@ class Completions(Route):
         if response.status_code >= 400:
             raise EngineHTTPError(response.status_code, _error_message(response))
         try:
-            body = response.json()
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
-            return Output(
-                choice["text"], usage.get("completion_tokens"), str(choice["finish_reason"])
-            )
+            return self.output(response.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProtocolError(f"unreadable /v1/completions answer: {exc!r}") from exc
+            raise ProtocolError(f"unreadable {self.path} answer: {exc!r}") from exc
+
+    def output(self, body: dict) -> Output:
+        """The text, generated tokens and finish reason of an answer's body."""
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        return Output(choice["text"], usage.get("completion_tokens"), str(choice["finish_reason"]))
+
+
+# llama.cpp keeps the low 32 bits of a seed and draws a random one for 0xFFFFFFFF: a
+# 63-bit row seed is sent as seed % (2**32 - 1), in 0 .. 2**32 - 2 (recorded).
+LLAMACPP_SEED_MODULUS = 2**32 - 1
+LLAMACPP_SEED_MAPPING = f"row seed % {LLAMACPP_SEED_MODULUS}"
+# Sampling the server applies unless told otherwise, set to what TGI does: no min_p cut
+# (its default is 0.05), no presence or frequency penalty, no mirostat.
+LLAMACPP_FIXED_SAMPLING = {
+    "min_p": 0.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "mirostat_mode": 0,
+}
+# Its finish reasons in TGI's words: "stop" is an end-of-generation token (the client sends
+# no stop strings), "length" max_tokens (or the context) reached.
+LLAMACPP_FINISH_REASONS = {"stop": "eos_token", "length": "length"}
+
+
+def llamacpp_seed(seed: int) -> int:
+    """The seed llama.cpp receives for a row seed: deterministic, never its "random" value."""
+    return seed % LLAMACPP_SEED_MODULUS
+
+
+def _llamacpp_sampling(sampling: Sampling) -> dict:
+    """`generation.sampling` as llama.cpp receives it, in `wire.SAMPLING` order: its names
+    (wire.LLAMACPP_NAMES), a null parameter as its off value (wire.LLAMACPP_OFF: left out,
+    the server's own default would apply)."""
+    values = {name: getattr(sampling, name) for name in wire.SAMPLING}
+    return {
+        wire.LLAMACPP_NAMES.get(name, name): wire.LLAMACPP_OFF[name] if value is None else value
+        for name, value in values.items()
+    }
+
+
+class LlamacppCompletions(Completions):
+    """llama-cpp-python's /v1/completions: its names and defaults, the row's text prompt."""
+
+    seed_mapping = LLAMACPP_SEED_MAPPING
+
+    def parameters(self) -> dict:
+        """Every field of the body but model, prompt and seed, under the server's names."""
+        return {
+            **_llamacpp_sampling(self.sampling),
+            **LLAMACPP_FIXED_SAMPLING,
+            "stream": False,
+        }
+
+    def payload(self, prompt: str, seed: int) -> dict:
+        return {
+            "model": self.model,
+            "prompt": prompt,
+            **self.parameters(),
+            "seed": llamacpp_seed(seed),
+        }
+
+    def output(self, body: dict) -> Output:
+        out = super().output(body)
+        reason = LLAMACPP_FINISH_REASONS.get(out.finish_reason, out.finish_reason)
+        return Output(out.text, out.tokens, reason)
+
+    async def generate(self, prompt: str, seed: int) -> Output:
+        if not prompt:  # the server fails it with an empty HTTP 500 (an assertion)
+            raise EngineHTTPError(422, "empty prompt (refused by the client)")
+        try:
+            return await super().generate(prompt, seed)
+        except EngineHTTPError as exc:
+            # The server answers its request validation errors with HTTP 500.
+            if exc.status == 500 and "validation error" in str(exc):
+                raise EngineHTTPError(422, str(exc).removeprefix("HTTP 500: ")) from exc
+            raise
+
+
+class LlamacppChat(LlamacppCompletions):
+    """llama-cpp-python's /v1/chat/completions: the server applies the GGUF's template (and
+    adds its end-of-turn string as a stop string)."""
+
+    name = wire.CHAT
+    path = wire.CHAT
+
+    def payload(self, prompt: str, seed: int) -> dict:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            **self.parameters(),
+            "seed": llamacpp_seed(seed),
+        }
+
+    def output(self, body: dict) -> Output:
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        reason = str(choice["finish_reason"])
+        return Output(
+            choice["message"]["content"],
+            usage.get("completion_tokens"),
+            LLAMACPP_FINISH_REASONS.get(reason, reason),
+        )
 
 
 def _sampling(sampling: Sampling) -> dict:
@@ -253,12 +364,16 @@ def _error_message(response: httpx2.Response) -> str:
 ROUTES: dict[str, type[Route]] = {
     cls.name: cls for cls in (TgiGenerate, Completions, ChatCompletions)
 }
+# A protocol with routes of its own (the same paths, other names and defaults).
+ROUTES_BY_API: dict[str, dict[str, type[Route]]] = {
+    "llamacpp": {cls.name: cls for cls in (LlamacppCompletions, LlamacppChat)},
+}
 
 
 def route_class(api: str, chat_server: bool) -> type[Route]:
-    """The route of protocol `api` ("tgi" or "openai"); `chat_server`: chat messages, the
-    engine applies the chat template."""
-    return ROUTES[wire.route_path(api, chat_server)]
+    """The route of protocol `api` ("tgi", "openai" or "llamacpp"); `chat_server`: chat
+    messages, the engine applies the chat template."""
+    return ROUTES_BY_API.get(api, ROUTES)[wire.route_path(api, chat_server)]
 
 
 def plain_http_client(

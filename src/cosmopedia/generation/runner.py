@@ -109,6 +109,8 @@ def run(
     context = None
     if template.mode is not None or route != routes.TgiGenerate.name:
         context = {"route": route, "chat_template": template.record()}
+    if (server_settings := engine.key_settings()) is not None:
+        context = {**(context or {}), "engine": server_settings}
     fields = request_fields(g.model, g.revision, g.sampling, context)
 
     df = _read_prompts(prompts)

@@ -136,9 +136,11 @@ class Sidecar:
     """Context manager running `command` until exit.
 
     `command` is a template: `{host}`, `{port}` and the keys of `values` are filled in.
-    `env` is added to the job's environment for the engine. `prefix` tags the engine's
-    lines in the (possibly shared) log. `ready(url)` is the readiness probe (True once the
-    server serves), `smoke(url)` one request that must succeed. Attributes after start-up:
+    `env` is added to the job's environment for the engine (to `base_env` instead, when
+    given: an engine that reads settings from its environment starts from a clean one).
+    `prefix` tags the engine's lines in the (possibly shared) log. `ready(url)` is the
+    readiness probe (True once the server serves), `smoke(url)` one request that must
+    succeed. Attributes after start-up:
     `url`, `port`, `info` (the /info JSON, or None if the server has no such route),
     `startup_s`, `command` (the launched argument list, without the guard), `process` (the
     guard, group leader).
@@ -159,10 +161,12 @@ class Sidecar:
         prefix: str = "",
         fatal_patterns: Sequence[str] = (),
         port: int | None = None,
+        base_env: dict[str, str] | None = None,
     ):
         self.template = list(command)
         self.values = dict(values or {})
         self.extra_env = dict(env or {})
+        self.base_env = None if base_env is None else dict(base_env)
         _check_no_secrets(self.template, self.extra_env)
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
@@ -222,7 +226,7 @@ class Sidecar:
         fill = {**self.values, "host": self.host, "port": self.port}
         self.command = [fill_placeholders(arg, fill) for arg in self.template]
         _check_no_secrets(self.command, self.extra_env)
-        env = {**os.environ, **self.extra_env}
+        env = {**(os.environ if self.base_env is None else self.base_env), **self.extra_env}
         if not _program_exists(self.command[0], env):
             raise SidecarError(f"cannot start the engine {self.command}: no such program")
         guarded = [

@@ -16,6 +16,13 @@ Facts, from the servers' sources:
 * vLLM and SGLang: the OpenAI-compatible routes take `top_k` and `repetition_penalty` as
   extra fields. Neither serves TGI's `/generate` (SGLang's own `/generate` is another
   protocol).
+* llama.cpp (llama-cpp-python 0.3.36's server, `api: llamacpp`; its /openapi.json and
+  llama.h): `/v1/completions` and `/v1/chat/completions` read every parameter under its
+  own names (`max_tokens`, `repeat_penalty`; `repetition_penalty` is not one of them) and
+  drop unknown fields without a word; no `/generate`. A parameter left out takes its
+  server's default, not "off" (top_k 40, repeat_penalty 1.1, min_p 0.05): a null one is
+  sent as its off value instead (top_k 0: "k <= 0 makes this a noop"; repeat_penalty 1.0:
+  "1.0 = disabled").
 * The dummy engine (`generation.dummy`): every route, every parameter.
 
 `max_new_tokens` travels as `max_tokens` on the OpenAI routes.
@@ -26,6 +33,9 @@ from __future__ import annotations
 import dataclasses
 
 from cosmopedia.settings import Sampling
+
+# The client protocols (`generation.api`).
+APIS = ("tgi", "openai", "llamacpp")
 
 GENERATE = "/generate"
 COMPLETIONS = "/v1/completions"
@@ -44,11 +54,19 @@ TGI_WHY = {
 }
 OPENAI_SERVERS = {COMPLETIONS: ALL, CHAT: ALL}
 EVERY_ROUTE = {GENERATE: ALL, COMPLETIONS: ALL, CHAT: ALL}
+LLAMACPP = {COMPLETIONS: ALL, CHAT: ALL}
+# What an endpoint's server reads, known from its protocol (the rest: OPENAI_SERVERS).
+SERVERS_BY_API = {"tgi": TGI, "llamacpp": LLAMACPP}
+
+# llama.cpp's names where they are not the settings', and the value of each parameter that
+# may be null that turns its sampler off.
+LLAMACPP_NAMES = {"max_new_tokens": "max_tokens", "repetition_penalty": "repeat_penalty"}
+LLAMACPP_OFF = {"top_k": 0, "repetition_penalty": 1.0}
 
 
 def route_path(api: str, chat_server: bool) -> str:
-    """The route of protocol `api` ("tgi" or "openai"); `chat_server`: chat messages, the
-    engine applies the chat template."""
+    """The route of protocol `api` ("tgi", "openai" or "llamacpp"); `chat_server`: chat
+    messages, the engine applies the chat template."""
     if chat_server:
         return CHAT
-    return COMPLETIONS if api == "openai" else GENERATE
+    return GENERATE if api == "tgi" else COMPLETIONS

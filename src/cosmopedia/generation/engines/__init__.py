@@ -5,7 +5,7 @@ base.py      the interface (`Engine`), what `start` gives (`Started`, `Server`),
              settings every engine uses
 served.py    the base of engines whose servers the job starts (command, launcher, GPUs,
              ports, readiness, smoke request, capacity, image digest)
-tgi.py, vllm.py, sglang.py, dummy.py   served engines
+tgi.py, vllm.py, sglang.py, dummy.py, llamacpp.py   served engines
 endpoint.py  an already running server
 
 A new kind: a module here with its class (with the settings it uses and the sampling
@@ -22,23 +22,20 @@ from cosmopedia.generation import chat_template, wire
 from cosmopedia.generation.engines.base import Engine, Server, Started, common_settings, covers
 from cosmopedia.generation.engines.dummy import DummyEngine
 from cosmopedia.generation.engines.endpoint import EndpointEngine
+from cosmopedia.generation.engines.llamacpp import LlamacppEngine
 from cosmopedia.generation.engines.sglang import SglangEngine
 from cosmopedia.generation.engines.tgi import TgiEngine
 from cosmopedia.generation.engines.vllm import VllmEngine
 from cosmopedia.settings import Generate, Generation
 
 __all__ = [
-    "ENGINES", "Engine", "Server", "Started", "check", "engine_for", "gpus", "ignored_settings",
+    "ENGINES", "Engine", "Server", "Started", "check", "cpus", "engine_for", "gpus",
+    "ignored_settings",
 ]  # fmt: skip
 
 ENGINES: dict[str, type[Engine]] = {
-    cls.kind: cls for cls in (DummyEngine, TgiEngine, VllmEngine, SglangEngine, EndpointEngine)
-}
-# How the config chooses each route, for the messages.
-ROUTE_CHOICE = {
-    wire.GENERATE: "api tgi, chat_template null or a template file the client renders",
-    wire.COMPLETIONS: "api openai, chat_template null or a template file the client renders",
-    wire.CHAT: "chat_template: server",
+    cls.kind: cls
+    for cls in (DummyEngine, TgiEngine, VllmEngine, SglangEngine, LlamacppEngine, EndpointEngine)
 }
 
 
@@ -73,6 +70,7 @@ def ignored_settings(engine: Engine) -> list[str]:
 
     * a setting whose value is not its default, outside the engine's `settings_used` or
       left unused by its configuration (`unused_settings`);
+    * the protocol, if the engine's server does not read its fields (`generation.api`);
     * the route itself, if the engine does not serve it (`generation.api`);
     * a sampling parameter that is not null and that the route's server does not read.
     """
@@ -93,11 +91,17 @@ def ignored_settings(engine: Engine) -> list[str]:
                 why = f"only engine {users[0]} uses it" if users else "no engine uses it"
         problems.append(f"generation.{key}: engine {kind} would ignore it ({why}); remove it")
 
+    if engine.api not in engine.apis:
+        problems.append(
+            f"generation.api: engine {kind}'s server does not read protocol {engine.api}'s "
+            f"fields (it speaks {', '.join(sorted(engine.apis))}); remove it"
+        )
+        return problems
     table = engine.sampling_table()
     path = engine.route_path()
     read = table.get(path)
     if read is None:
-        served = ", ".join(f"{p} ({ROUTE_CHOICE[p]})" for p in table)
+        served = ", ".join(f"{p} ({route_choice(engine, p)})" for p in table)
         problems.append(
             f"generation.api: engine {kind} does not serve {path} (api {engine.api}); "
             f"it serves {served}"
@@ -107,7 +111,7 @@ def ignored_settings(engine: Engine) -> list[str]:
     for name in wire.SAMPLING:
         if getattr(g.sampling, name) is None or name in read:
             continue
-        others = [f"{p} ({ROUTE_CHOICE[p]})" for p, r in table.items() if name in r]
+        others = [f"{p} ({route_choice(engine, p)})" for p, r in table.items() if name in r]
         problems.append(
             f"generation.sampling.{name}: engine {kind}'s {path} would drop it"
             + (f" ({why})" if why else "")
@@ -117,6 +121,22 @@ def ignored_settings(engine: Engine) -> list[str]:
     return problems
 
 
+def route_choice(engine: Engine, path: str) -> str:
+    """How the config chooses route `path` of `engine`, for the messages."""
+    if path == wire.CHAT:
+        return "chat_template: server"
+    # The engine's own protocol if it is the one of this route, else the route's usual one.
+    api = next(
+        a for a in (engine.default_api, *wire.APIS) if wire.route_path(a, chat_server=False) == path
+    )
+    return f"api {api}, chat_template null or a template the client renders"
+
+
 def gpus(job: Generate) -> int:
     """GPUs one generate job needs: the rule's `resources: gpu=`."""
     return engine_for(job.generation).gpus()
+
+
+def cpus(job: Generate) -> int:
+    """CPU cores one generate job keeps busy: the rule's `threads:`."""
+    return engine_for(job.generation).cpus()

@@ -3,11 +3,13 @@
 An `Engine` is built from the job's `settings.Generation`. The runner asks it, and never
 the kind's name: which settings go together (`check`), which settings it uses
 (`settings_used`, `unused_settings`) and which sampling parameters its server reads on
-each route (`sampling_table`), how many GPUs a job needs (`gpus`, the rule's
-`resources: gpu=`), which client protocol it speaks by default (`api`), which token the
-client sends (`token`), which chat template prompts go through (`chat_template`,
-`find_chat_template`), which route the client uses (`route`), how to start (or find) its
-servers and what provenance records about them (`start`).
+each route (`sampling_table`), how many GPUs and CPU cores a job needs (`gpus`, the rule's
+`resources: gpu=`; `cpus`, its `threads:`), how exactly a rerun repeats its texts
+(`determinism`, recorded), which of its server settings change texts (`key_settings`,
+part of every request key), which client protocol it speaks by default (`api`), which
+token the client sends (`token`), which chat template prompts go through
+(`chat_template`, `find_chat_template`), which route the client uses (`route`), how to
+start (or find) its servers and what provenance records about them (`start`).
 
 A setting the engine or its route would ignore is refused before any job
 (`engines.check`): each engine declares the settings it uses, and a setting outside them
@@ -91,6 +93,9 @@ class Engine:
     # `common_settings()` (dotted names: "server" is all of server.*, "server.env" one
     # key); `unused_settings` takes out those its configuration leaves unused.
     settings_used: ClassVar[frozenset[str]] = frozenset()
+    # The client protocols (`generation.api`, wire.APIS) whose field names its server
+    # reads; which of their routes it serves is `sampling_read`'s.
+    apis: ClassVar[frozenset[str]] = frozenset({"tgi", "openai"})
     # Route -> the sampling parameters its server reads there (wire.py); a route absent is
     # not served. `sampling_table` may choose by configuration (an endpoint's api).
     sampling_read: ClassVar[dict[str, frozenset[str]]] = wire.EVERY_ROUTE
@@ -99,6 +104,12 @@ class Engine:
     # True for a server the job does not run: the client then follows the environment's
     # proxy settings and sends the job's HF token.
     external: ClassVar[bool] = False
+    # How exactly a fresh run repeats the texts: recorded in the provenance, and the
+    # manifest's `determinism`.
+    determinism: ClassVar[str] = (
+        "engine-dependent: seeded sampling, but continuous batching can change logits; "
+        "reuse cached generations for exact rebuilds"
+    )
 
     def __init__(self, generation: Generation):
         self.generation = generation
@@ -114,11 +125,12 @@ class Engine:
 
     def unused_settings(self) -> dict[str, str]:
         """Settings among `settings_used` that this configuration leaves unused: dotted key
-        -> why (a setting outside `settings_used` needs no entry)."""
+        -> why (a setting outside `settings_used` needs no entry; given one, its reason is
+        the one the refusal names)."""
         g = self.generation
         if g.chat_template in (None, chat_template.SERVER):
             shown = "null" if g.chat_template is None else repr(g.chat_template)
-            why = f"only a chat template file the client renders uses it; chat_template: {shown}"
+            why = f"only a chat template the client renders uses it; chat_template: {shown}"
             return {"chat_template_tokens": why}
         return {}
 
@@ -146,6 +158,15 @@ class Engine:
     def gpus(self) -> int:
         """GPUs one generate job needs (the rule's `resources: gpu=`)."""
         return 0
+
+    def cpus(self) -> int:
+        """CPU cores one generate job keeps busy (the rule's `threads:`): the client's."""
+        return 1
+
+    def key_settings(self) -> dict | None:
+        """Server settings that change the texts beyond model, revision and sampling: part
+        of every request key, so that a checkpoint of other settings is not reused."""
+        return None
 
     def token(self) -> str | None:
         """The bearer token the client sends."""
@@ -180,4 +201,5 @@ class Engine:
             "kind": self.kind,
             "api": self.api,
             "endpoint_url": redact.text(url) if url else None,
+            "determinism": self.determinism,
         }

@@ -28,6 +28,7 @@ class DummyEngine(ServedEngine):
         }
     )
     sampling_read = wire.EVERY_ROUTE
+    determinism = "exact: the dummy engine is a pure function of prompt and seed"
 
     def check(self) -> None:
         self.check_env()

@@ -1,15 +1,17 @@
 """Engine `endpoint`: a server that already runs at `generation.endpoint_url` (an
-Inference Endpoint, a shared TGI or vLLM): no process, one instance. The job waits until
-its /health answers 200 and reads its /info. The client follows the environment's proxy
+Inference Endpoint, a shared TGI or vLLM, a llama.cpp server with `api: llamacpp`): no
+process, one instance. The job waits until its readiness route answers 200 (/health; a
+llama.cpp server's /docs) and reads its /info. The client follows the environment's proxy
 settings and authenticates as the URL says: its userinfo as HTTP Basic auth and its
 secret query parameters with every request (planning moved both out of the URL into the
 job's environment, `cosmopedia.redact`), else the bearer token COSMOPEDIA_ENDPOINT_TOKEN
 or the job's HF token (a protected endpoint).
 
 What the server reads is known from its protocol only: with `api: tgi` it is a TGI (its
-routes read what TGI's do); with `api: openai` the sampling parameters go as vLLM and
-SGLang read them (top_k and repetition_penalty as extra fields): a TGI behind an OpenAI
-URL would drop top_k, which no check before the job can see."""
+routes read what TGI's do); with `api: llamacpp` a llama.cpp server (its names, every
+parameter); with `api: openai` the sampling parameters go as vLLM and SGLang read them
+(top_k and repetition_penalty as extra fields): a TGI behind an OpenAI URL would drop
+top_k, which no check before the job can see."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from cosmopedia import redact
 from cosmopedia.errors import CliError
-from cosmopedia.generation import wire
+from cosmopedia.generation import probes, wire
 from cosmopedia.generation.engines.base import Engine, Server, Started
 from cosmopedia.jsonvalues import is_int
 
@@ -32,11 +34,12 @@ class EndpointEngine(Engine):
     kind = "endpoint"
     default_api = "tgi"
     external = True
+    apis = frozenset(wire.APIS)
     settings_used = frozenset({"endpoint_url", "server.max_concurrent_requests"})
     sampling_why = wire.TGI_WHY
 
     def sampling_table(self) -> dict[str, frozenset[str]]:
-        return wire.TGI if self.api == "tgi" else wire.OPENAI_SERVERS
+        return wire.SERVERS_BY_API.get(self.api, wire.OPENAI_SERVERS)
 
     def check(self) -> None:
         g = self.generation
@@ -73,7 +76,8 @@ class EndpointEngine(Engine):
         return Started([Server(0, access.base_url, capacity, instance)], record)
 
     def probe(self, access: redact.EndpointAccess, timeout_s: float) -> dict | None:
-        """Wait until the endpoint's /health answers 200; its /info (None if absent)."""
+        """Wait until the endpoint's readiness route (/health; /docs for a llama.cpp
+        server) answers 200; its /info (None if absent)."""
         import httpx2
 
         headers = {}
@@ -83,6 +87,7 @@ class EndpointEngine(Engine):
         auth = httpx2.BasicAuth(*access.basic_auth) if access.basic_auth else None
         deadline = time.monotonic() + timeout_s
         shown = redact.text(self.generation.endpoint_url)
+        ready = probes.ready_path(self.api)
         client = httpx2.Client(
             headers=headers,
             params=list(access.params),
@@ -93,7 +98,7 @@ class EndpointEngine(Engine):
         with client as c:
             while True:
                 try:
-                    if c.get(f"{access.base_url}/health").status_code == 200:
+                    if c.get(f"{access.base_url}{ready}").status_code == 200:
                         break
                 except httpx2.TransportError:
                     pass

@@ -12,7 +12,7 @@ smoke request must succeed; the capacity of each is `max_concurrent_requests` fr
 /info, else the value the job configured.
 
 A subclass names its program, arguments and fatal log lines, and may change any step:
-`gpu_use`, `placeholder_values`, `ready`, `smoke_request`, `capacity`, `check`. It uses
+`gpu_use`, `placeholder_values`, `base_env`, `ready`, `smoke_request`, `capacity`, `check`. It uses
 every `server` setting, but those its command or launcher leaves out (`unused_settings`):
 an image, its digest and mounts with the native launcher, a token limit whose placeholder
 the command lacks (vLLM and SGLang take no `max_input_tokens`), GPUs for a CPU engine.
@@ -233,6 +233,10 @@ class ServedEngine(Engine):
         """The readiness probe during start-up."""
         return probes.health(base_url)
 
+    def base_env(self) -> dict[str, str] | None:
+        """The environment the servers' `env` is added to; None: the job's own."""
+        return None
+
     def smoke_request(self) -> Callable[[str], None] | None:
         """One request each server must answer before the shard starts (None: none),
         retried as the rows' requests are, with another seed per attempt."""
@@ -302,6 +306,7 @@ class ServedEngine(Engine):
                 env=plan.env,
                 prefix=plan.prefix,
                 fatal_patterns=self.fatal_patterns(),
+                base_env=self.base_env(),
             )
             for plan in plans
         ]
