@@ -106,10 +106,19 @@ def test_several_bucket_jobs_give_the_same_files_as_one(demo_run, tmp_path):
     for name in ("minhash/clusters.parquet", "minhash/cluster_report.tsv"):
         assert (several / name).read_bytes() == (one / name).read_bytes(), name
     assert compared >= 4 * 14 + 6 * 4
+    # The release: the same data (data root) and removed rows. The manifest records the
+    # whole config (bucket_jobs included), so only the config, its hash, the card naming
+    # that hash and the root over every file differ.
     manifest = json.loads((several / "dataset/manifest.json").read_text())
     expected = json.loads((one / "dataset/manifest.json").read_text())
-    assert manifest["root_sha256"] == expected["root_sha256"]
+    assert manifest["data_root_sha256"] == expected["data_root_sha256"]
     assert manifest["files"] == expected["files"]
+    assert manifest["config"]["minhash"].pop("bucket_jobs") == BUCKET_JOBS
+    assert expected["config"]["minhash"].pop("bucket_jobs") == 1
+    for m in (manifest, expected):
+        del m["config_sha256"], m["root_sha256"]
+        m["other_files"] = [f for f in m["other_files"] if f["path"] != "README.md"]
+    assert manifest == expected
     inputs = json.loads((several / "minhash/inputs.json").read_text())
     assert inputs["n_shards"] == 6 and inputs["format"] == minhash.INPUTS_FORMAT
     logs = sorted(p.name for p in (several / "logs" / "minhash_buckets").iterdir())
