@@ -342,8 +342,9 @@ def test_bucket_jobs_run_as_separate_slurm_jobs_with_the_same_results(
 ):
     """minhash.bucket_jobs: 3 in a copy of the Slurm run: three buckets jobs on the CPU
     partition, each a group of buckets; nothing upstream of them reruns (not a signature),
-    and every MinHash, dedup and decontam file and the dataset's root hash are those of
-    the local single-job run."""
+    and every MinHash, dedup and decontam file and the dataset's data are those of the
+    local single-job run; with the same removal files, no filter or decontaminate job
+    runs again."""
     work = tmp_path / "work"
     shutil.copytree(slurm_run.workdir, work, symlinks=True)
     shutil.rmtree(work / ".snakemake" / "slurm_logs", ignore_errors=True)
@@ -355,7 +356,9 @@ def test_bucket_jobs_run_as_separate_slurm_jobs_with_the_same_results(
     rules = {job.rule for job in jobs}
     assert {job.rule for job in jobs if job.rule.startswith("minhash_buckets")} == BUCKET_JOBS
     assert rules.isdisjoint({"ingest", "prompts", "generate", "clean", "minhash_signature"})
-    assert rules >= {"minhash_cluster", "minhash_filter", "decontaminate", "dataset"}
+    assert rules >= {"minhash_cluster", "dataset"}
+    # The cluster job wrote the same removal files: no shard is filtered again.
+    assert rules.isdisjoint({"minhash_filter", "decontaminate"}), rules
     cpu = profile_resources()["cpu_partition"]
     assert all(job.partition == cpu for job in jobs if job.rule in BUCKET_JOBS)
 
@@ -367,5 +370,7 @@ def test_bucket_jobs_run_as_separate_slurm_jobs_with_the_same_results(
             assert (several / rel).read_bytes() == (one / rel).read_bytes(), rel
     manifest = json.loads((several / "dataset" / "manifest.json").read_text())
     expected = json.loads((demo_run / MANIFEST).read_text())
-    assert manifest["root_sha256"] == expected["root_sha256"]
+    # The same data; the manifest's config records bucket_jobs, so the full root differs.
+    assert manifest["data_root_sha256"] == expected["data_root_sha256"]
     assert manifest["files"] == expected["files"]
+    assert manifest["config"]["minhash"]["bucket_jobs"] == 3
