@@ -261,6 +261,12 @@ def print_summary(results: dict) -> None:
     for stage, keys in results["folders_rewritten"].items():
         print(f"  {stage} folders rewritten: {len(keys)} of {results['shards']}")
     print(f"  shards whose removals or content changed: {results['expected_filter_shards']}")
+    n = results["shards"]
+    filtered = sum(len(results["executed_shards"][r]) for r in ("minhash_filter", "decontaminate"))
+    print(
+        f"before local reruns (every filter job depended on the cluster output): {n} "
+        f"minhash_filter + {n} decontaminate = {2 * n} jobs; now {filtered}"
+    )
 
 
 if __name__ == "__main__":
