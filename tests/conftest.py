@@ -52,6 +52,18 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = T
     return proc
 
 
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Jobs a dry-run plans, by rule (Snakemake's `--quiet rules` table; {} when nothing is
+    to be done)."""
+    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args)
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """One full run of the demo workflow, shared by the end-to-end tests."""

@@ -14,7 +14,7 @@ import json
 import pytest
 import yaml
 
-from conftest import DEMO_ROOT, make_workdir, run_snakemake
+from conftest import DEMO_ROOT, make_workdir, planned_jobs, run_snakemake
 from cosmopedia import minhash, plan, settings
 from cosmopedia.errors import CliError, PlanError
 
@@ -82,17 +82,15 @@ def test_several_bucket_jobs_give_the_same_files_as_one(demo_run, tmp_path):
     workdir = make_workdir(tmp_path / "w")
     (workdir / "jobs.yaml").write_text(yaml.safe_dump({"minhash": {"bucket_jobs": BUCKET_JOBS}}))
     config = ["--configfile", str(workdir / "config/config.yaml"), str(workdir / "jobs.yaml")]
-    planned = run_snakemake(workdir, "-n", "--quiet", "rules", *config)
-    rows = [line.split() for line in planned.stdout.splitlines()]
-    rules = {row[0]: row[1] for row in rows if len(row) == 2 and row[1].isdigit()}
+    rules = planned_jobs(workdir, *config)
     buckets_rules = sorted(r for r in rules if r.startswith("minhash_buckets"))
     assert buckets_rules == [
         "minhash_buckets_00_03",
         "minhash_buckets_04_07",
         "minhash_buckets_08_10",
         "minhash_buckets_11_13",
-    ], planned.stdout
-    assert rules["minhash_inputs"] == "1"
+    ], rules
+    assert rules["minhash_inputs"] == 1
     run_snakemake(workdir, "--cores", "2", *config)
 
     one, several = demo_run / DEMO_ROOT, workdir / DEMO_ROOT

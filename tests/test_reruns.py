@@ -13,7 +13,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import make_workdir, run_snakemake
+from conftest import make_workdir, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +41,6 @@ def run(finished, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(finished, workdir, symlinks=True)
     return workdir
-
-
-def planned_jobs(workdir, *args) -> dict[str, int]:
-    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args)
-    counts = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def extra_config(workdir, change: dict) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO_ROOT, make_workdir, run_snakemake
+from conftest import DEMO_ROOT, make_workdir, planned_jobs, run_snakemake
 from cosmopedia.generation import probes
 from cosmopedia.generation.dummy.faults import Faults
 
@@ -51,16 +51,6 @@ def configfiles(workdir, extra: dict | None = None) -> list[str]:
         path.write_text(yaml.safe_dump(extra))
         files.append(str(path))
     return ["--configfile", *files]
-
-
-def planned(workdir, *args) -> dict[str, int]:
-    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args)
-    counts = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def provenances(workdir) -> dict[str, dict]:
@@ -102,9 +92,9 @@ def test_a_retry_run_sends_exactly_the_failed_rows_again(tmp_path):
     # No shard reruns by itself: not for its failed rows, not for the (operational) fault
     # settings (the dataset step, which records the whole config, does).
     no_faults = {"generation": {"dummy": {"faults": {"rate_503": 0.0}}}}
-    assert "generate" not in planned(faulty, *configfiles(faulty, no_faults))
+    assert "generate" not in planned_jobs(faulty, *configfiles(faulty, no_faults))
     retry = {"generation": {"retry_failed": True, **no_faults["generation"]}}
-    jobs = planned(faulty, *configfiles(faulty, retry))
+    jobs = planned_jobs(faulty, *configfiles(faulty, retry))
     assert jobs.get("generate") == sum(n > 0 for n in failed.values())
 
     before = engine_requests(faulty)
@@ -124,9 +114,9 @@ def test_a_retry_run_sends_exactly_the_failed_rows_again(tmp_path):
         assert prov["instances"][0]["requests"] == n
 
     # Done: nothing left to retry, and no shard reruns with or without retry_failed.
-    assert planned(faulty, *configfiles(faulty, retry)) == {}
-    assert "generate" not in planned(faulty, *configfiles(faulty, no_faults))
-    assert "generate" not in planned(faulty)
+    assert planned_jobs(faulty, *configfiles(faulty, retry)) == {}
+    assert "generate" not in planned_jobs(faulty, *configfiles(faulty, no_faults))
+    assert "generate" not in planned_jobs(faulty)
 
     clean = make_workdir(tmp_path / "clean")
     demo(clean, {})
